@@ -1,0 +1,1 @@
+"""The inbox: consumers page through their account's undelivered events and acknowledge them."""

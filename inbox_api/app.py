@@ -1,0 +1,148 @@
+"""The inbox service: ``create_app()`` wires routes, errors, logging and AWS clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Litestar, Request, delete, get, post
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+
+from inbox_api.cursor import CursorCodec, CursorState
+from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
+from inbox_api.store import AckOutcome, InboxStore
+from shared.auth import Authenticator
+from shared.aws import AwsClients, open_clients
+from shared.decoding import decode_json, require_json
+from shared.errors import NotFound
+from shared.http import EXCEPTION_HANDLERS, VERSION, health_handlers, request_context_middleware
+from shared.ids import is_event_id
+from shared.key_store import DynamoKeyStore
+from shared.keys import KeyRecord, Scope
+from shared.logging import configure_logging
+from shared.settings import Settings, get_settings
+
+# Concurrent acknowledgements of one POST /inbox/ack; bounds the load one request makes.
+ACK_CONCURRENCY = 10
+_ack_decoder = msgspec.json.Decoder(AckIn)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxContext:
+    clients: AwsClients
+    auth: Authenticator
+    store: InboxStore
+    cursors: CursorCodec
+    events_table: str
+
+
+def _context(request: Request[Any, Any, Any]) -> InboxContext:
+    context: InboxContext = request.app.state.inbox
+    return context
+
+
+async def _account(request: Request[Any, Any, Any]) -> KeyRecord:
+    return await _context(request).auth.authenticate(request.headers.get("authorization"), Scope.INBOX)
+
+
+@get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
+async def get_inbox(
+    request: Request[Any, Any, Any],
+    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Parameter(max_length=4096)] = None,
+    event_type: Annotated[str | None, Parameter(min_length=1, max_length=255)] = None,
+    order: Literal["asc", "desc"] = "asc",
+) -> InboxPage:
+    key = await _account(request)
+    context = _context(request)
+    query = CursorState(key.account_id, event_type, order, "")
+    after = context.cursors.decode(cursor, query) if cursor is not None else None
+    (events, has_more), total = await asyncio.gather(
+        context.store.page(key.account_id, event_type, order == "desc", limit, after),
+        context.store.count(key.account_id, event_type),
+    )
+    next_cursor = None
+    if has_more and events:
+        next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=events[-1].event_id))
+    return InboxPage([event_out(e) for e in events], next_cursor, has_more, total)
+
+
+@get("/events/{event_id:str}", tags=["inbox"], summary="One event of the account, delivered or not")
+async def get_event(request: Request[Any, Any, Any], event_id: str) -> EventOut:
+    key = await _account(request)
+    if not is_event_id(event_id):
+        raise NotFound("No such event.")
+    return event_out(await _context(request).store.get(key.account_id, event_id))
+
+
+@delete("/events/{event_id:str}", tags=["inbox"], summary="Acknowledge one event (idempotent)")
+async def ack_event(request: Request[Any, Any, Any], event_id: str) -> None:
+    key = await _account(request)
+    if not is_event_id(event_id) or await _context(request).store.ack(key.account_id, event_id) is AckOutcome.NOT_FOUND:
+        raise NotFound("No such event.")
+
+
+@post("/inbox/ack", status_code=200, tags=["inbox"], summary="Acknowledge up to 100 events")
+async def ack_many(request: Request[Any, Any, Any]) -> AckOut:
+    key = await _account(request)
+    require_json(request.headers.get("content-type"))
+    body = decode_json(_ack_decoder, await request.body())
+    store = _context(request).store
+    limit = asyncio.Semaphore(ACK_CONCURRENCY)
+
+    async def ack(event_id: str) -> AckOutcome:
+        if not is_event_id(event_id):
+            return AckOutcome.NOT_FOUND
+        async with limit:
+            return await store.ack(key.account_id, event_id)
+
+    ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
+    outcomes = await asyncio.gather(*(ack(i) for i in ids))
+    return AckOut(
+        acknowledged=[i for i, o in zip(ids, outcomes, strict=True) if o is not AckOutcome.NOT_FOUND],
+        not_found=[i for i, o in zip(ids, outcomes, strict=True) if o is AckOutcome.NOT_FOUND],
+    )
+
+
+async def _ready(app: Litestar) -> None:
+    context: InboxContext = app.state.inbox
+    await context.clients.dynamodb.describe_table(TableName=context.events_table)
+
+
+def _lifespan(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_clients(settings) as clients:
+            app.state.inbox = InboxContext(
+                clients=clients,
+                auth=Authenticator(
+                    DynamoKeyStore(clients.dynamodb, settings.keys_table),
+                    ttl_s=settings.key_cache_ttl_s,
+                    max_entries=settings.key_cache_max_entries,
+                    dummy_rounds=settings.bcrypt_rounds,
+                ),
+                store=InboxStore(clients.dynamodb, settings),
+                cursors=CursorCodec(settings.cursor_secret),
+                events_table=settings.events_table,
+            )
+            yield
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return Litestar(
+        route_handlers=[get_inbox, get_event, ack_event, ack_many, *health_handlers(_ready)],
+        lifespan=[_lifespan(settings)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_context_middleware],
+        request_max_body_size=64 * 1024,
+        openapi_config=OpenAPIConfig(title="Triggers inbox API", version=VERSION),
+    )

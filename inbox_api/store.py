@@ -1,0 +1,180 @@
+"""Reads and acknowledgements of the inbox, on the data model of ``shared.storage.layout``.
+
+No request path scans: a page is one Query on a sparse index, a count is one BatchGetItem of
+the counter shards, an acknowledgement is one read and one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from botocore.exceptions import ClientError
+from types_aiobotocore_dynamodb import DynamoDBClient
+
+from shared.errors import NotFound
+from shared.settings import Settings
+from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, inbox_pk, inbox_type_pk
+
+# Acknowledgements cancelled by a conflict on a counter shard retry on another shard.
+ACK_CONFLICT_ATTEMPTS = 5
+ACK_CONFLICT_BACKOFF_BASE_S = 0.01
+BATCH_GET_ATTEMPTS = 5
+_US = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    event_id: str
+    event_type: str
+    payload: msgspec.Raw
+    received_at_us: int
+    delivered: bool
+    delivered_at_us: int | None
+
+
+class AckOutcome(enum.Enum):
+    ACKNOWLEDGED = "acknowledged"  # this call marked it delivered
+    ALREADY_DELIVERED = "already_delivered"
+    NOT_FOUND = "not_found"
+
+
+def _from_item(item: dict[str, Any]) -> StoredEvent:
+    delivered_at = item.get("delivered_at_us")
+    return StoredEvent(
+        event_id=item["event_id"]["S"],
+        event_type=item["event_type"]["S"],
+        payload=msgspec.Raw(item["payload"]["S"].encode()),
+        received_at_us=int(item["received_at_us"]["N"]),
+        delivered=item.get("delivered", {}).get("BOOL", False),
+        delivered_at_us=int(delivered_at["N"]) if delivered_at else None,
+    )
+
+
+class InboxStore:
+    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
+        self._client = client
+        self._events = settings.events_table
+        self._counters = settings.counters_table
+        self._shards = settings.counter_shards
+        self._retention_s = settings.event_retention_s
+
+    async def page(
+        self, account_id: str, event_type: str | None, descending: bool, limit: int, after: str | None
+    ) -> tuple[list[StoredEvent], bool]:
+        """Up to ``limit`` undelivered events past ``after``, and whether more follow."""
+        if event_type is None:
+            index, key_name, key = INBOX_INDEX, "inbox_pk", inbox_pk(account_id)
+        else:
+            index, key_name, key = INBOX_BY_TYPE_INDEX, "inbox_type_pk", inbox_type_pk(account_id, event_type)
+        condition = f"{key_name} = :pk"
+        values: dict[str, Any] = {":pk": {"S": key}}
+        if after is not None:
+            condition += " AND event_id " + ("< :after" if descending else "> :after")
+            values[":after"] = {"S": after}
+        response = await self._client.query(
+            TableName=self._events,
+            IndexName=index,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ScanIndexForward=not descending,
+            Limit=limit + 1,  # one more than asked tells whether another page exists
+        )
+        items = response.get("Items", [])
+        return [_from_item(i) for i in items[:limit]], len(items) > limit
+
+    async def count(self, account_id: str, event_type: str | None) -> int:
+        """Exact undelivered count: the sum of the counter's shards, read consistently."""
+        keys: list[Any] = [{"counter_id": {"S": counter_id(account_id, s, event_type)}} for s in range(self._shards)]
+        total = 0
+        request: Any = {self._counters: {"Keys": keys, "ConsistentRead": True}}
+        for _ in range(BATCH_GET_ATTEMPTS):
+            response = await self._client.batch_get_item(RequestItems=request)
+            total += sum(int(i.get("n", {}).get("N", "0")) for i in response["Responses"].get(self._counters, []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return total
+        raise TimeoutError("counter read kept coming back unprocessed")
+
+    async def get(self, account_id: str, event_id: str) -> StoredEvent:
+        """One event of the account; a duplicate's id resolves to the original."""
+        item = await self._get_item(account_id, event_id)
+        if item is not None and "alias_of" in item:
+            item = await self._get_item(account_id, item["alias_of"]["S"])
+        if item is None:
+            raise NotFound("No such event.")
+        return _from_item(item)
+
+    async def _get_item(self, account_id: str, event_id: str) -> dict[str, Any] | None:
+        response = await self._client.get_item(
+            TableName=self._events,
+            Key={"account_id": {"S": account_id}, "event_id": {"S": event_id}},
+            ConsistentRead=True,
+        )
+        return response.get("Item")
+
+    async def ack(self, account_id: str, event_id: str) -> AckOutcome:
+        """Mark delivered and decrement the counts, atomically and at most once."""
+        try:
+            event = await self.get(account_id, event_id)
+        except NotFound:
+            return AckOutcome.NOT_FOUND
+        if event.delivered:
+            return AckOutcome.ALREADY_DELIVERED
+        for attempt in range(ACK_CONFLICT_ATTEMPTS):
+            try:
+                await self._client.transact_write_items(TransactItems=self._ack_items(account_id, event))
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = exc.response.get("CancellationReasons", [])
+                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+                    return AckOutcome.ALREADY_DELIVERED  # another ack won the race
+                await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
+            else:
+                return AckOutcome.ACKNOWLEDGED
+        raise TimeoutError("acknowledgement kept conflicting")
+
+    def _ack_items(self, account_id: str, event: StoredEvent) -> list[Any]:
+        now_us = time.time_ns() // 1000
+        shard = random.randrange(self._shards)
+        decrement = {":d": {"N": "-1"}}
+        return [
+            {
+                "Update": {
+                    "TableName": self._events,
+                    "Key": {"account_id": {"S": account_id}, "event_id": {"S": event.event_id}},
+                    # Removing the index keys drops the event from both inbox indexes.
+                    "UpdateExpression": "SET delivered = :t, delivered_at_us = :now, expires_at = :exp "
+                    "REMOVE inbox_pk, inbox_type_pk",
+                    "ConditionExpression": "delivered = :f",
+                    "ExpressionAttributeValues": {
+                        ":t": {"BOOL": True},
+                        ":f": {"BOOL": False},
+                        ":now": {"N": str(now_us)},
+                        ":exp": {"N": str(now_us // _US + self._retention_s)},
+                    },
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._counters,
+                    "Key": {"counter_id": {"S": counter_id(account_id, shard)}},
+                    "UpdateExpression": "ADD n :d",
+                    "ExpressionAttributeValues": decrement,
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._counters,
+                    "Key": {"counter_id": {"S": counter_id(account_id, shard, event.event_type)}},
+                    "UpdateExpression": "ADD n :d",
+                    "ExpressionAttributeValues": decrement,
+                }
+            },
+        ]

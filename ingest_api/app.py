@@ -1,0 +1,157 @@
+"""The ingest service: ``create_app()`` wires routes, errors, logging and AWS clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, post
+from litestar.openapi import OpenAPIConfig
+
+from ingest_api.batcher import SqsBatcher
+from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
+from ingest_api.service import AcceptedEvent, IngestService
+from shared.auth import Authenticator
+from shared.aws import AwsClients, open_clients
+from shared.decoding import decode_json, require_json
+from shared.errors import AppError, RateLimited
+from shared.http import (
+    EXCEPTION_HANDLERS,
+    STATE_EXTRA_HEADERS,
+    VERSION,
+    health_handlers,
+    request_context_middleware,
+    request_id_of,
+)
+from shared.key_store import DynamoKeyStore
+from shared.keys import KeyRecord, Scope
+from shared.logging import configure_logging
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings, get_settings
+
+MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
+_batch_decoder = msgspec.json.Decoder(BatchIn)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestContext:
+    clients: AwsClients
+    queue_url: str
+    auth: Authenticator
+    limiter: RateLimiter
+    service: IngestService
+
+
+def _context(request: Request[Any, Any, Any]) -> IngestContext:
+    context: IngestContext = request.app.state.ingest
+    return context
+
+
+async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
+    return await _context(request).auth.authenticate(request.headers.get("authorization"), Scope.INGEST)
+
+
+def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:
+    """Rate limits count events; the rate headers go on every authenticated answer."""
+    decision = _context(request).limiter.take(key.key_id, key.rate_limit_per_minute, event_count)
+    request.scope["state"][STATE_EXTRA_HEADERS] = decision.headers()
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after_s)
+
+
+@post("/events", status_code=202, tags=["ingest"], summary="Send one event")
+async def post_event(request: Request[Any, Any, Any]) -> Accepted:
+    context = _context(request)
+    key = await _authenticate(request)
+    require_json(request.headers.get("content-type"))
+    key_header = request.headers.get("idempotency-key")
+    event = context.service.parse_event(await request.body(), header_key=key_header)
+    _take_tokens(request, key, 1)
+    (outcome,) = await context.service.accept(key, [event], request_id_of(request.scope))
+    if isinstance(outcome, AppError):
+        raise outcome
+    return Accepted(outcome.event_id, "accepted", outcome.received_at)
+
+
+@post(
+    "/events/batch",
+    tags=["ingest"],
+    summary="Send up to 500 events; one result per event, in order",
+    request_max_body_size=MAX_BATCH_BODY_BYTES,
+)
+async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
+    context = _context(request)
+    key = await _authenticate(request)
+    require_json(request.headers.get("content-type"))
+    batch = decode_json(_batch_decoder, await request.body())
+    parsed: list[EventIn | AppError] = []
+    for index, raw in enumerate(batch.events):
+        try:
+            parsed.append(context.service.parse_event(raw, prefix=f"$.events[{index}]"))
+        except AppError as exc:
+            parsed.append(exc)
+    valid = [p for p in parsed if isinstance(p, EventIn)]
+    _take_tokens(request, key, len(valid))
+    accepted = iter(await context.service.accept(key, valid, request_id_of(request.scope)) if valid else [])
+    results = [_batch_item(next(accepted) if isinstance(p, EventIn) else p) for p in parsed]
+    all_ok = all(r.error is None for r in results)
+    return Response(BatchResult(results), status_code=202 if all_ok else 207)
+
+
+def _batch_item(outcome: AcceptedEvent | AppError) -> BatchItem:
+    if isinstance(outcome, AcceptedEvent):
+        return BatchItem(event_id=outcome.event_id, status="accepted")
+    return BatchItem(error=ItemError(outcome.status, outcome.error_code, outcome.message, outcome.details))
+
+
+async def _ready(app: Litestar) -> None:
+    context: IngestContext = app.state.ingest
+    await context.clients.sqs.get_queue_attributes(QueueUrl=context.queue_url, AttributeNames=["QueueArn"])
+
+
+def _lifespan(settings: Settings) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_clients(settings) as clients:
+            queue_url = (await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"]
+            batcher = SqsBatcher(clients.sqs, queue_url)
+            await batcher.start()
+            store = DynamoKeyStore(clients.dynamodb, settings.keys_table)
+            app.state.ingest = IngestContext(
+                clients=clients,
+                queue_url=queue_url,
+                auth=Authenticator(
+                    store,
+                    ttl_s=settings.key_cache_ttl_s,
+                    max_entries=settings.key_cache_max_entries,
+                    dummy_rounds=settings.bcrypt_rounds,
+                ),
+                limiter=RateLimiter(),
+                service=IngestService(
+                    batcher,
+                    max_payload_bytes=settings.max_payload_bytes,
+                    enqueue_timeout_s=settings.enqueue_timeout_s,
+                ),
+            )
+            try:
+                yield
+            finally:
+                await batcher.close()  # flush what was accepted before the clients close
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return Litestar(
+        route_handlers=[post_event, post_batch, *health_handlers(_ready)],
+        lifespan=[_lifespan(settings)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[request_context_middleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="Triggers ingest API", version=VERSION),
+    )

@@ -1,0 +1,172 @@
+"""The durable enqueue path: a shared micro-batcher in front of SQS.
+
+Requests hand their encoded events to the batcher and wait. Within ``linger_s`` the batcher
+packs the events of many requests into SQS messages (several events a message) and sends
+them with SendMessageBatch (10 messages a call). A request is told "stored" only when every
+message holding one of its events was acknowledged by SQS; a failed entry fails only the
+events it carried. The number of waiting events is bounded: past it, callers are refused
+at once (503) instead of queueing without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from types_aiobotocore_sqs import SQSClient
+
+log = structlog.get_logger()
+
+SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
+SQS_MAX_REQUEST_BYTES = 1024 * 1024  # limit of one message and of one SendMessageBatch call
+_ENVELOPE_OVERHEAD = len(b'{"events":[],"v":1}')
+# Room left for SQS's own accounting of attributes and entry ids.
+_MESSAGE_BUDGET = SQS_MAX_REQUEST_BYTES - 16 * 1024
+
+
+class Overloaded(Exception):
+    """Too many events already wait for SQS: refuse now rather than queue without bound."""
+
+
+@dataclass(eq=False, slots=True)
+class _Submission:
+    events: list[bytes]
+    future: asyncio.Future[list[bool]]
+    stored: list[bool] = field(default_factory=list)
+    unsent: int = 0  # placements of its events in messages not yet answered by SQS
+
+
+@dataclass(slots=True)
+class _Message:
+    body: bytearray
+    owners: list[tuple[_Submission, int]]  # (submission, index of its event)
+
+
+class SqsBatcher:
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        *,
+        linger_s: float = 0.002,
+        max_waiting_events: int = 20_000,
+        max_concurrent_sends: int = 32,
+    ) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._linger_s = linger_s
+        self._max_waiting = max_waiting_events
+        self._waiting: list[_Submission] = []
+        self._waiting_events = 0
+        self._wakeup = asyncio.Event()
+        self._sends = asyncio.Semaphore(max_concurrent_sends)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self.sqs_requests = 0
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="sqs-batcher")
+
+    async def submit(self, events: list[bytes]) -> list[bool]:
+        """Enqueue encoded events; returns, per event, whether SQS acknowledged it."""
+        if self._closing or self._waiting_events + len(events) > self._max_waiting:
+            raise Overloaded
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Submission(events, future, [False] * len(events)))
+        self._waiting_events += len(events)
+        self._wakeup.set()
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Stop taking new events and flush every one already accepted for sending."""
+        self._closing = True
+        self._wakeup.set()
+        if self._loop_task is not None:
+            await self._loop_task
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._closing:
+                await asyncio.sleep(self._linger_s)  # let concurrent requests join the batch
+            self._wakeup.clear()
+            batch, self._waiting, self._waiting_events = self._waiting, [], 0
+            if batch:
+                for call in _plan_calls(_pack(batch)):
+                    await self._sends.acquire()
+                    task = asyncio.create_task(self._send(call))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+            if self._closing and not self._waiting:
+                return
+
+    async def _send(self, messages: list[_Message]) -> None:
+        try:
+            entries = [{"Id": str(i), "MessageBody": m.body.decode()} for i, m in enumerate(messages)]
+            failed_ids: set[str] = set()
+            try:
+                self.sqs_requests += 1
+                response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
+                failed = response.get("Failed", [])
+                failed_ids = {f["Id"] for f in failed}
+                if failed:
+                    log.warning("sqs_entries_failed", count=len(failed), codes=sorted({f["Code"] for f in failed}))
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("sqs_send_failed", error=type(exc).__name__)
+                failed_ids = {e["Id"] for e in entries}
+            for i, message in enumerate(messages):
+                if str(i) not in failed_ids:
+                    for submission, index in message.owners:
+                        submission.stored[index] = True
+        finally:
+            self._sends.release()
+            _settle(messages)
+
+
+def _pack(batch: list[_Submission]) -> list[_Message]:
+    """Pack events into as few messages as fit, in arrival order."""
+    messages: list[_Message] = []
+    current: _Message | None = None
+    for submission in batch:
+        submission.unsent = len(submission.events)
+        for index, event in enumerate(submission.events):
+            separator = 1 if current is not None and current.owners else 0
+            if current is None or len(current.body) + separator + len(event) + _ENVELOPE_OVERHEAD > _MESSAGE_BUDGET:
+                current = _Message(bytearray(), [])
+                messages.append(current)
+                separator = 0
+            if separator:
+                current.body += b","
+            current.body += event
+            current.owners.append((submission, index))
+    for message in messages:
+        message.body[:0] = b'{"events":['
+        message.body += b'],"v":1}'
+    return messages
+
+
+def _plan_calls(messages: list[_Message]) -> list[list[_Message]]:
+    """Group messages into SendMessageBatch calls: at most 10 entries and 1 MiB a call."""
+    calls: list[list[_Message]] = []
+    size = 0
+    for message in messages:
+        if not calls or len(calls[-1]) == SQS_BATCH_ENTRIES or size + len(message.body) > _MESSAGE_BUDGET:
+            calls.append([])
+            size = 0
+        calls[-1].append(message)
+        size += len(message.body)
+    return calls
+
+
+def _settle(messages: list[_Message]) -> None:
+    """Answer the submissions whose every message has now been sent (or has failed)."""
+    for message in messages:
+        for submission, _ in message.owners:
+            submission.unsent -= 1
+            if submission.unsent == 0 and not submission.future.done():
+                submission.future.set_result(submission.stored)

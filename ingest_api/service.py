@@ -1,0 +1,83 @@
+"""What POST /events and POST /events/batch do, free of HTTP: validate, stamp, enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from ingest_api.batcher import Overloaded, SqsBatcher
+from ingest_api.schemas import EventIn
+from shared.decoding import detail_from_msgspec
+from shared.envelope import QueuedEvent
+from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
+from shared.ids import new_event_id, rfc3339
+from shared.keys import KeyRecord
+
+_event_decoder = msgspec.json.Decoder(EventIn)
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    event_id: str
+    received_at: str
+
+
+class IngestService:
+    def __init__(self, batcher: SqsBatcher, *, max_payload_bytes: int, enqueue_timeout_s: float) -> None:
+        self._batcher = batcher
+        self._max_payload = max_payload_bytes
+        self._timeout = enqueue_timeout_s
+
+    def parse_event(self, raw: bytes, prefix: str = "$", header_key: str | None = None) -> EventIn:
+        """Decode and check one event; raises a field-level ``AppError``."""
+        try:
+            event = _event_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            detail = detail_from_msgspec(exc, prefix)
+            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from exc
+        payload = bytes(event.payload)
+        if not payload.startswith(b"{"):
+            field = f"{prefix}.payload"
+            raise ValidationError("payload must be a JSON object.", [ErrorDetail(field, "Expected `object`.")])
+        if len(payload) > self._max_payload:
+            field = f"{prefix}.payload"
+            message = f"payload is {len(payload)} bytes; the limit is {self._max_payload}."
+            raise PayloadTooLarge(message, [ErrorDetail(field, message)])
+        if header_key is not None:
+            if event.idempotency_key not in (None, header_key):
+                detail = ErrorDetail(f"{prefix}.idempotency_key", "Differs from the Idempotency-Key header.")
+                raise ValidationError("Two different idempotency keys were sent.", [detail])
+            event = msgspec.structs.replace(event, idempotency_key=header_key)
+        return event
+
+    async def accept(self, key: KeyRecord, events: list[EventIn], request_id: str) -> list[AcceptedEvent | AppError]:
+        """Enqueue events; per event, its id once SQS has it, or why it was not taken."""
+        received_us = time.time_ns() // 1000
+        received_ms = received_us // 1000
+        queued = [
+            QueuedEvent(
+                event_id=new_event_id(received_ms),
+                account_id=key.account_id,
+                event_type=e.event_type,
+                payload=e.payload,
+                received_at_us=received_us,
+                idempotency_key=e.idempotency_key,
+                request_id=request_id,
+            )
+            for e in events
+        ]
+        try:
+            stored = await asyncio.wait_for(self._batcher.submit([_encoder.encode(q) for q in queued]), self._timeout)
+        except Overloaded:
+            raise ServiceUnavailable("Too many events waiting for the queue; retry shortly.") from None
+        except TimeoutError:
+            raise ServiceUnavailable("The queue did not answer in time; retry.") from None
+        received_at = rfc3339(received_us)
+        unavailable = ServiceUnavailable("The queue refused this event; retry.")
+        return [
+            AcceptedEvent(q.event_id, received_at) if ok else unavailable for q, ok in zip(queued, stored, strict=True)
+        ]

@@ -1,0 +1,143 @@
+"""API key authentication with an in-memory verified-key cache.
+
+bcrypt costs hundreds of milliseconds, so it runs once per key per cache period, in a
+thread, and concurrent first requests with the same key share that one check. A cached
+entry is trusted for ``ttl_s``; after that the record is read again (status, scopes and
+limit can change) and bcrypt runs again only if the stored hash changed. So a revoked key
+stops working within ``ttl_s``, and ``last_used_at`` is written once per key per period
+rather than per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import Forbidden, KeyNotFound, ServiceUnavailable, Unauthenticated
+from shared.key_store import KeyStore
+from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, hash_secret, parse_key
+
+log = structlog.get_logger()
+
+_BEARER = "bearer "
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: KeyRecord
+    expires_at: float
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        ttl_s: float,
+        max_entries: int,
+        dummy_rounds: int = 12,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._cache: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future[KeyRecord]] = {}
+        self._dummy_rounds = dummy_rounds
+        self._dummy_hash: str | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def authenticate(self, authorization: str | None, scope: Scope) -> KeyRecord:
+        """The key's record if ``authorization`` carries a valid key allowed ``scope``."""
+        record = await self._verify(_bearer_token(authorization))
+        if record.status is not KeyStatus.ACTIVE:
+            raise Forbidden(f"This API key is {record.status.value}.")
+        if scope not in record.scopes:
+            raise Forbidden(f"This API key lacks the '{scope.value}' scope.")
+        return record
+
+    async def _verify(self, key: str) -> KeyRecord:
+        fingerprint = hashlib.sha256(key.encode()).digest()
+        entry = self._cache.get(fingerprint)
+        if entry is not None and entry.expires_at > self._clock():
+            self._cache.move_to_end(fingerprint)
+            return entry.record
+        pending = self._pending.get(fingerprint)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord] = asyncio.get_running_loop().create_future()
+        self._pending[fingerprint] = future
+        try:
+            record = await self._load(key, entry)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters may be none
+            raise
+        else:
+            future.set_result(record)
+            self._remember(fingerprint, record)
+            return record
+        finally:
+            del self._pending[fingerprint]
+
+    async def _load(self, key: str, previous: _Entry | None) -> KeyRecord:
+        parsed = parse_key(key)
+        if parsed is None:
+            raise Unauthenticated("The API key is malformed.")
+        try:
+            record = await self._store.get(parsed.key_id)
+        except KeyNotFound:
+            # Spend the same time as a wrong secret: no oracle for which key ids exist.
+            await asyncio.to_thread(check_secret, parsed.secret, self._dummy())
+            raise Unauthenticated("The API key is not valid.") from None
+        except (BotoCoreError, ClientError) as exc:
+            raise ServiceUnavailable("Key store unavailable.") from exc
+        reuse = previous is not None and previous.record.secret_hash == record.secret_hash
+        if not reuse and not await asyncio.to_thread(check_secret, parsed.secret, record.secret_hash):
+            raise Unauthenticated("The API key is not valid.")
+        self._touch_later(record.key_id)
+        return record
+
+    def _remember(self, fingerprint: bytes, record: KeyRecord) -> None:
+        self._cache[fingerprint] = _Entry(record, self._clock() + self._ttl_s)
+        self._cache.move_to_end(fingerprint)
+        while len(self._cache) > self._max_entries:
+            self._cache.popitem(last=False)
+
+    def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = hash_secret("timing-equaliser", self._dummy_rounds)
+        return self._dummy_hash
+
+    def _touch_later(self, key_id: str) -> None:
+        """Record use without holding up the request; failure only costs freshness."""
+        used_at = datetime.now(UTC).isoformat(timespec="seconds")
+        task = asyncio.get_running_loop().create_task(self._touch(key_id, used_at))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, key_id: str, used_at: str) -> None:
+        try:
+            await self._store.touch(key_id, used_at)
+        except Exception as exc:  # noqa: BLE001 - best effort by design, logged
+            log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated("Missing Authorization header; send 'Authorization: Bearer <key>'.")
+    if not authorization[: len(_BEARER)].lower() == _BEARER:
+        raise Unauthenticated("Authorization must use the Bearer scheme.")
+    token = authorization[len(_BEARER) :].strip()
+    if not token:
+        raise Unauthenticated("The API key is missing after 'Bearer'.")
+    return token

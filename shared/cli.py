@@ -1,0 +1,326 @@
+"""``triggers``: the operators' command line. Every command has ``--help``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from shared import embedded, processes
+from shared.aws import AwsClients, open_clients
+from shared.errors import KeyNotFound
+from shared.key_admin import create_key, new_account_id
+from shared.key_store import DynamoKeyStore
+from shared.keys import KeyRecord, KeyStatus, Scope
+from shared.resources import ensure_resources
+from shared.settings import Settings, field_docs, get_settings
+
+T = TypeVar("T")
+SERVICE_START_TIMEOUT_S = 30.0
+
+
+def _with_clients(settings: Settings, action: Callable[[AwsClients], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with open_clients(settings, pool_size=8) as clients:
+            return await action(clients)
+
+    return asyncio.run(run())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Triggers API: event ingestion (HTTP -> SQS -> writer -> DynamoDB inbox).
+
+    Configuration comes from TRIGGERS_* environment variables; `triggers config` lists them.
+    """
+
+
+@main.command()
+def config() -> None:
+    """List every setting: environment variable, default and meaning."""
+    for name, default, description in field_docs():
+        click.echo(f"{name} (default {default})\n    {description}")
+
+
+@main.command()
+def init() -> None:
+    """Create the queues and tables (idempotent: safe to run again)."""
+    settings = get_settings()
+    _with_clients(settings, lambda c: ensure_resources(settings, c, report=click.echo))
+    click.echo("resources ready")
+
+
+# --- run ---------------------------------------------------------------------------------
+
+
+@main.group()
+def run() -> None:
+    """Run one part of the pipeline in the foreground."""
+
+
+def _serve(factory: str, port: int | None, default_port: int, workers: int) -> None:
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=settings.host,
+        port=port or default_port,
+        workers=workers,
+        log_config=None,  # structlog writes the canonical request line; no access log
+        access_log=False,
+        server_header=False,
+    )
+
+
+@run.command("ingest")
+@click.option("--port", type=int, help="Port (default TRIGGERS_INGEST_PORT).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Server processes.")
+def run_ingest(port: int | None, workers: int) -> None:
+    """The ingest API (POST /events, POST /events/batch)."""
+    _serve("ingest_api.app:create_app", port, get_settings().ingest_port, workers)
+
+
+@run.command("inbox")
+@click.option("--port", type=int, help="Port (default TRIGGERS_INBOX_PORT).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Server processes.")
+def run_inbox(port: int | None, workers: int) -> None:
+    """The inbox API (GET /inbox, GET/DELETE /events/{id}, POST /inbox/ack)."""
+    _serve("inbox_api.app:create_app", port, get_settings().inbox_port, workers)
+
+
+@run.command("writer")
+@click.option("--processes", "count", type=click.IntRange(1), default=1, show_default=True, help="Writer processes.")
+def run_writer(count: int) -> None:
+    """The writer: SQS -> deduplicate -> DynamoDB."""
+    from writer_worker.main import main as writer_main
+
+    if count == 1:
+        writer_main(get_settings())
+        return
+    children = [processes.spawn([sys.executable, "-m", "shared.cli", "run", "writer"]) for _ in range(count)]
+    _supervise(children)
+
+
+def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
+    """Wait for a signal or for any child to exit; then stop them all. The exit code."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    failed = None
+    while not stop.wait(0.2):
+        failed = next((c for c in children if c.poll() is not None), None)
+        if failed is not None:
+            click.echo(f"a child process exited with {failed.returncode}; stopping", err=True)
+            break
+    processes.stop(children)
+    return 1 if failed is not None else 0
+
+
+# --- up ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--moto-port", type=int, help="Port of the embedded AWS endpoint (default: a free one).")
+def up(moto_port: int | None) -> None:
+    """Run everything locally: embedded AWS endpoint, resources, a dev key, all services.
+
+    With TRIGGERS_AWS_ENDPOINT_URL set (LocalStack, real AWS...), no embedded endpoint starts.
+    Ctrl-C stops everything.
+    """
+    children: list[subprocess.Popen[bytes]] = []
+    endpoint = os.environ.get("TRIGGERS_AWS_ENDPOINT_URL")
+    try:
+        if not endpoint:
+            moto, endpoint = processes.start_moto(port=moto_port)
+            children.append(moto)
+            embedded.write_embedded_endpoint(endpoint)
+            click.echo(f"embedded AWS endpoint (moto): {endpoint}")
+        settings = msgspec.structs.replace(get_settings(), aws_endpoint_url=endpoint)
+        key = _with_clients(settings, lambda c: _prepare(settings, c))
+        env = {"TRIGGERS_AWS_ENDPOINT_URL": endpoint}
+        services = [
+            processes.spawn([sys.executable, "-m", "shared.cli", "run", part], env)
+            for part in ("ingest", "inbox", "writer")
+        ]
+        children[:0] = services  # services stop before the endpoint they use
+        for port, process in ((settings.ingest_port, services[0]), (settings.inbox_port, services[1])):
+            processes.wait_http(f"http://{settings.host}:{port}/status", SERVICE_START_TIMEOUT_S, process)
+        _print_tour(settings, key)
+        code = _supervise(children)
+    finally:
+        processes.stop(children)
+        embedded.clear_embedded_endpoint()
+    sys.exit(code)
+
+
+async def _prepare(settings: Settings, clients: AwsClients) -> str:
+    await ensure_resources(settings, clients, report=click.echo)
+    key, _ = await create_key(
+        DynamoKeyStore(clients.dynamodb, settings.keys_table),
+        account_id=new_account_id(),
+        scopes=frozenset(Scope),
+        rate_limit_per_minute=settings.default_rate_limit_per_minute,
+        bcrypt_rounds=settings.bcrypt_rounds,
+        name="dev",
+    )
+    return key
+
+
+def _print_tour(settings: Settings, key: str) -> None:
+    ingest = f"http://{settings.host}:{settings.ingest_port}"
+    inbox = f"http://{settings.host}:{settings.inbox_port}"
+    auth = f'-H "Authorization: Bearer {key}"'
+    click.echo(
+        f"""
+Triggers is up. Dev API key (shown once, scopes ingest+inbox):
+
+  export TRIGGERS_KEY={key}
+
+Send an event:
+  curl -s -X POST {ingest}/events {auth} -H "Content-Type: application/json" \\
+       -d '{{"event_type": "order.created", "payload": {{"order_id": 42}}}}'
+
+Read the inbox, then acknowledge an event:
+  curl -s {inbox}/inbox {auth}
+  curl -s -X DELETE {inbox}/events/EVENT_ID {auth}
+
+Ctrl-C stops everything.
+""",
+    )
+
+
+# --- keys --------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys (a key is shown once, at creation)."""
+
+
+def _store_action(action: Callable[[DynamoKeyStore], Awaitable[T]]) -> T:
+    settings = get_settings()
+    return _with_clients(settings, lambda c: action(DynamoKeyStore(c.dynamodb, settings.keys_table)))
+
+
+def _echo_record(record: KeyRecord, as_json: bool) -> None:
+    data = msgspec.to_builtins(record)
+    data.pop("secret_hash")
+    if as_json:
+        click.echo(msgspec.json.encode(data).decode())
+    else:
+        for name, value in data.items():
+            click.echo(f"{name:22} {value}")
+
+
+_SCOPES = click.Choice([s.value for s in Scope])
+
+
+@keys.command("create")
+@click.option("--account", help="Account id (default: a new account).")
+@click.option("--scope", "scopes", multiple=True, type=_SCOPES, help="Repeat for several (default: both).")
+@click.option("--rate-limit", type=click.IntRange(1), help="Events per minute (default from settings).")
+@click.option("--name", default="", help="A label for humans.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_create(account: str | None, scopes: tuple[str, ...], rate_limit: int | None, name: str, as_json: bool) -> None:
+    """Create a key and print it once."""
+    settings = get_settings()
+    key, record = _store_action(
+        lambda store: create_key(
+            store,
+            account_id=account or new_account_id(),
+            scopes=frozenset(Scope(s) for s in scopes) or frozenset(Scope),
+            rate_limit_per_minute=rate_limit or settings.default_rate_limit_per_minute,
+            bcrypt_rounds=settings.bcrypt_rounds,
+            name=name,
+        )
+    )
+    if as_json:
+        click.echo(msgspec.json.encode({"key": key, "key_id": record.key_id, "account_id": record.account_id}).decode())
+    else:
+        click.echo(f"key (shown once): {key}\nkey id: {record.key_id}\naccount: {record.account_id}")
+
+
+@keys.command("list")
+@click.option("--account", help="Only this account's keys.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object a line).")
+def keys_list(account: str | None, as_json: bool) -> None:
+    """List keys (never their secrets)."""
+
+    async def collect(store: DynamoKeyStore) -> list[KeyRecord]:
+        return [r async for r in store.scan() if account is None or r.account_id == account]
+
+    records = _store_action(collect)
+    for record in sorted(records, key=lambda r: (r.account_id, r.created_at)):
+        if as_json:
+            _echo_record(record, True)
+        else:
+            scopes = ",".join(sorted(record.scopes))
+            limit = f"{record.rate_limit_per_minute}/min"
+            click.echo(
+                f"{record.key_id}  {record.account_id}  {record.status.value:8}  {scopes:12}  {limit}  {record.name}"
+            )
+
+
+def _key_command(name: str, help_text: str, **changes: Any) -> None:
+    @keys.command(name, help=help_text)
+    @click.argument("key_id")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def command(key_id: str, as_json: bool) -> None:
+        _update(key_id, as_json, **changes)
+
+
+def _update(key_id: str, as_json: bool, **changes: Any) -> None:
+    try:
+        record = _store_action(lambda store: store.update(key_id, **changes))
+    except KeyNotFound:
+        raise click.ClickException(f"no such key, or it is revoked (final): {key_id}") from None
+    _echo_record(record, as_json)
+
+
+_key_command("revoke", "Revoke a key for good.", status=KeyStatus.REVOKED)
+_key_command("deactivate", "Suspend a key (activate undoes it).", status=KeyStatus.INACTIVE)
+_key_command("activate", "Re-activate a suspended key.", status=KeyStatus.ACTIVE)
+
+
+@keys.command("show")
+@click.argument("key_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_show(key_id: str, as_json: bool) -> None:
+    """Show one key's record (never its secret)."""
+    try:
+        record = _store_action(lambda store: store.get(key_id))
+    except KeyNotFound:
+        raise click.ClickException(f"no such key: {key_id}") from None
+    _echo_record(record, as_json)
+
+
+@keys.command("set-rate-limit")
+@click.argument("key_id")
+@click.argument("per_minute", type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_set_rate_limit(key_id: str, per_minute: int, as_json: bool) -> None:
+    """Set a key's limit in events per minute."""
+    _update(key_id, as_json, rate_limit_per_minute=per_minute)
+
+
+@keys.command("set-scopes")
+@click.argument("key_id")
+@click.option("--scope", "scopes", multiple=True, required=True, type=_SCOPES, help="Repeat for several.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_set_scopes(key_id: str, scopes: tuple[str, ...], as_json: bool) -> None:
+    """Replace a key's scopes."""
+    _update(key_id, as_json, scopes=frozenset(Scope(s) for s in scopes))
+
+
+if __name__ == "__main__":
+    main()

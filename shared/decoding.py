@@ -1,0 +1,47 @@
+"""Decode request bodies once, at the edge, into Structs; failures become field-level 400s."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+
+from shared.errors import ErrorDetail, UnsupportedMediaType, ValidationError
+
+T = TypeVar("T")
+
+_AT_PATH = re.compile(r"^(?P<message>.*?) - at `(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+
+
+def detail_from_msgspec(exc: msgspec.DecodeError, prefix: str = "$") -> ErrorDetail:
+    """Turn msgspec's message into (field path, message); ``prefix`` roots nested documents."""
+    text = str(exc)
+    path = "$"
+    match = _AT_PATH.match(text)
+    if match:
+        text, path = match["message"], match["path"]
+    for pattern in (_MISSING, _UNKNOWN):
+        named = pattern.match(text)
+        if named:
+            path = f"{path}.{named['name']}"
+    if not isinstance(exc, msgspec.ValidationError):
+        text = f"Body is not valid JSON: {text}"
+    return ErrorDetail(field=prefix + path[1:], message=text)
+
+
+def decode_json(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "$") -> T:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        detail = detail_from_msgspec(exc, prefix)
+        raise ValidationError(f"Invalid request body: {detail.message}", [detail]) from exc
+
+
+def require_json(content_type: str | None) -> None:
+    """415 unless the body is declared as JSON."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise UnsupportedMediaType("Send the body as 'Content-Type: application/json'.")

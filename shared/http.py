@@ -1,0 +1,206 @@
+"""What both HTTP services share: error mapping, request ids, the canonical log line, health.
+
+Errors are mapped to HTTP here and nowhere else. Every response carries ``X-Request-ID``;
+every error body has the contract's shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
+
+from shared.errors import AppError, ErrorDetail
+from shared.ids import sanitize_request_id
+
+log = structlog.get_logger()
+
+REQUEST_ID_HEADER = "x-request-id"
+STATE_REQUEST_ID = "request_id"
+# Handlers put extra response headers here (rate-limit headers); they reach every answer,
+# errors included.
+STATE_EXTRA_HEADERS = "extra_headers"
+
+try:
+    VERSION = version("triggers-api")
+except PackageNotFoundError:  # running from a source tree without installing
+    VERSION = "0.0.0"
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    status: int
+    error_code: str
+    message: str
+    details: list[ErrorDetail]
+    correlation_id: str
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def request_id_of(scope: Scope) -> str:
+    return str(scope.get("state", {}).get(STATE_REQUEST_ID, ""))
+
+
+def error_response(
+    scope: Scope, status: int, code: str, message: str, details: list[ErrorDetail] | None = None
+) -> Response[ErrorBody]:
+    body = ErrorBody(status, code, message, details or [], request_id_of(scope))
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[ErrorBody]:
+    response = error_response(request.scope, exc.status, exc.error_code, exc.message, exc.details)
+    response.headers.update(exc.headers)
+    return response
+
+
+def _litestar_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    if status >= 500:
+        return _internal_error(request, exc)
+    details: list[ErrorDetail] = []
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        details = [
+            ErrorDetail(field=str(item.get("key", "")), message=str(item.get("message", "")))
+            for item in exc.extra
+            if isinstance(item, dict)
+        ]
+    code = "VALIDATION_ERROR" if status == 400 else _HTTP_CODES.get(status, "HTTP_ERROR")
+    response = error_response(request.scope, status, code, exc.detail, details)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalServerError",
+        "TransactionConflictException",
+    }
+)
+
+
+def _aws_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """An AWS dependency that cannot be reached or pushes back is a 503, not our fault."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code not in _UNAVAILABLE_CODES and status < 500:
+            return _internal_error(request, exc)
+    log.warning("dependency_unavailable", error=type(exc).__name__)
+    response = error_response(request.scope, 503, "SERVICE_UNAVAILABLE", "A dependency is unavailable; retry.")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    # The type and traceback go to the log; the client sees only the correlation id.
+    log.error("unhandled_error", error=type(exc).__name__, exc_info=exc)
+    return error_response(request.scope, 500, "INTERNAL_ERROR", "Internal error; quote the correlation id.")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    AppError: _app_error,
+    HTTPException: _litestar_error,
+    BotoCoreError: _aws_error,
+    ClientError: _aws_error,
+    TimeoutError: _aws_error,
+    Exception: _internal_error,
+}
+
+
+def request_context_middleware(app: ASGIApp) -> ASGIApp:
+    """Request id in, request id out, and one log line per request with what it did."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = sanitize_request_id(_header(scope, b"x-request-id"))
+        state = scope.setdefault("state", {})
+        state[STATE_REQUEST_ID] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableScopeHeaders.from_message(message)
+                headers[REQUEST_ID_HEADER] = request_id
+                for name, value in state.get(STATE_EXTRA_HEADERS, {}).items():
+                    headers[name] = value
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_headers)
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+    return middleware
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class Status(msgspec.Struct, frozen=True):
+    status: str
+    version: str
+    uptime_seconds: float
+
+
+def health_handlers(ready_check: Callable[[Litestar], Awaitable[None]]) -> list[Any]:
+    """GET /status (no dependency touched) and GET /ready (checks the AWS dependencies)."""
+    started = time.monotonic()
+
+    @get("/status", sync_to_thread=False, tags=["health"], summary="Liveness; touches nothing")
+    def status() -> Status:
+        return Status("ok", VERSION, round(time.monotonic() - started, 3))
+
+    @get("/ready", tags=["health"], summary="Readiness; 503 when AWS cannot be reached")
+    async def ready(request: Request[Any, Any, Any]) -> Response[Status]:
+        try:
+            await ready_check(request.app)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            log.warning("not_ready", error=type(exc).__name__)
+            body = Status("unavailable", VERSION, round(time.monotonic() - started, 3))
+            return Response(body, status_code=503, headers={"Retry-After": "1"})
+        return Response(Status("ok", VERSION, round(time.monotonic() - started, 3)))
+
+    return [status, ready]

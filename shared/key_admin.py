@@ -1,0 +1,38 @@
+"""Key management used by the CLI (and by tests and ``triggers up``)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from shared.key_store import KeyStore
+from shared.keys import KeyRecord, KeyStatus, Scope, generate_key, hash_secret
+
+
+def new_account_id() -> str:
+    return "acc_" + secrets.token_hex(8)
+
+
+async def create_key(
+    store: KeyStore,
+    *,
+    account_id: str,
+    scopes: frozenset[Scope],
+    rate_limit_per_minute: int,
+    bcrypt_rounds: int,
+    name: str = "",
+) -> tuple[str, KeyRecord]:
+    """Create and store a key; the key string is returned once and never stored."""
+    key, parts = generate_key()
+    record = KeyRecord(
+        key_id=parts.key_id,
+        account_id=account_id,
+        secret_hash=hash_secret(parts.secret, bcrypt_rounds),
+        scopes=scopes,
+        status=KeyStatus.ACTIVE,
+        rate_limit_per_minute=rate_limit_per_minute,
+        name=name,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    await store.create(record)
+    return key, record

@@ -1,0 +1,146 @@
+"""Create the queues and tables, idempotently: running it twice changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+from types_aiobotocore_dynamodb.type_defs import (
+    AttributeDefinitionTypeDef,
+    GlobalSecondaryIndexTypeDef,
+    KeySchemaElementTypeDef,
+)
+
+from shared.aws import AwsClients
+from shared.settings import Settings
+from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX
+
+TABLE_ACTIVE_TIMEOUT_S = 60.0
+_POLL_S = 0.2
+
+
+def _key(*names: tuple[str, str]) -> list[KeySchemaElementTypeDef]:
+    return [{"AttributeName": n, "KeyType": t} for n, t in names]  # type: ignore[typeddict-item]
+
+
+def _attrs(*names: str) -> list[AttributeDefinitionTypeDef]:
+    return [{"AttributeName": n, "AttributeType": "S"} for n in names]
+
+
+def _sparse_index(name: str, partition: str) -> GlobalSecondaryIndexTypeDef:
+    return {
+        "IndexName": name,
+        "KeySchema": _key((partition, "HASH"), ("event_id", "RANGE")),
+        # Pages are served from the index alone: no read back to the base table.
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def table_specs(settings: Settings) -> list[dict[str, Any]]:
+    """CreateTable arguments of every table, with the attribute that TTL uses (or None)."""
+    return [
+        {
+            "TableName": settings.events_table,
+            "KeySchema": _key(("account_id", "HASH"), ("event_id", "RANGE")),
+            "AttributeDefinitions": _attrs("account_id", "event_id", "inbox_pk", "inbox_type_pk"),
+            "GlobalSecondaryIndexes": [
+                _sparse_index(INBOX_INDEX, "inbox_pk"),
+                _sparse_index(INBOX_BY_TYPE_INDEX, "inbox_type_pk"),
+            ],
+            "ttl": "expires_at",
+        },
+        {
+            "TableName": settings.keys_table,
+            "KeySchema": _key(("key_id", "HASH")),
+            "AttributeDefinitions": _attrs("key_id"),
+            "ttl": None,
+        },
+        {
+            "TableName": settings.dedup_table,
+            "KeySchema": _key(("dedup_id", "HASH")),
+            "AttributeDefinitions": _attrs("dedup_id"),
+            "ttl": "expires_at",
+        },
+        {
+            "TableName": settings.counters_table,
+            "KeySchema": _key(("counter_id", "HASH")),
+            "AttributeDefinitions": _attrs("counter_id"),
+            "ttl": None,
+        },
+    ]
+
+
+async def ensure_resources(
+    settings: Settings, clients: AwsClients, report: Callable[[str], None] = lambda _: None
+) -> None:
+    """Create what is missing; align queue attributes with the settings."""
+    await _ensure_queues(settings, clients, report)
+    for spec in table_specs(settings):
+        await _ensure_table(clients, dict(spec), report)
+
+
+async def _ensure_queues(settings: Settings, clients: AwsClients, report: Callable[[str], None]) -> None:
+    retention = str(settings.queue_retention_s)
+    dlq_url = await _ensure_queue(clients, settings.dead_letter_queue, {"MessageRetentionPeriod": retention})
+    dlq_arn = (await clients.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))["Attributes"][
+        "QueueArn"
+    ]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.queue_max_receive_count}
+    await _ensure_queue(
+        clients,
+        settings.events_queue,
+        {
+            "VisibilityTimeout": str(settings.queue_visibility_timeout_s),
+            "MessageRetentionPeriod": retention,
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )
+    report(f"queues ready: {settings.events_queue} (dead letters: {settings.dead_letter_queue})")
+
+
+async def _ensure_queue(clients: AwsClients, name: str, attributes: dict[str, str]) -> str:
+    try:
+        url = (await clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
+    except ClientError as exc:
+        if "NonExistentQueue" not in exc.response["Error"]["Code"]:
+            raise
+        return (await clients.sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]  # type: ignore[arg-type]
+    await clients.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
+    return url
+
+
+async def _ensure_table(clients: AwsClients, spec: dict[str, Any], report: Callable[[str], None]) -> None:
+    ttl_attribute = spec.pop("ttl")
+    name = spec["TableName"]
+    try:
+        await clients.dynamodb.describe_table(TableName=name)
+    except clients.dynamodb.exceptions.ResourceNotFoundException:
+        await clients.dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **spec)
+        report(f"table created: {name}")
+    await _wait_active(clients, name)
+    if ttl_attribute:
+        await _ensure_ttl(clients, name, ttl_attribute)
+
+
+async def _wait_active(clients: AwsClients, name: str) -> None:
+    deadline = asyncio.get_running_loop().time() + TABLE_ACTIVE_TIMEOUT_S
+    while True:
+        table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
+        if table.get("TableStatus") == "ACTIVE":
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"table {name} not ACTIVE after {TABLE_ACTIVE_TIMEOUT_S} s")
+        await asyncio.sleep(_POLL_S)
+
+
+async def _ensure_ttl(clients: AwsClients, name: str, attribute: str) -> None:
+    described = await clients.dynamodb.describe_time_to_live(TableName=name)
+    status = described.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+    if status in ("ENABLED", "ENABLING"):
+        return
+    await clients.dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+    )

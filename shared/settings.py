@@ -1,0 +1,167 @@
+"""One typed settings object, read once from ``TRIGGERS_*`` environment variables.
+
+Every field documents itself; ``triggers config`` prints the list. Values come from the
+environment only: there is no settings file to drift from what the process really uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Annotated, Any
+
+import msgspec
+
+from shared.embedded import read_embedded_endpoint
+
+ENV_PREFIX = "TRIGGERS_"
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Configuration of every Triggers process. Field ``foo_bar`` is ``TRIGGERS_FOO_BAR``."""
+
+    # --- AWS -------------------------------------------------------------------------------
+    aws_endpoint_url: Annotated[
+        str | None,
+        _doc(
+            "AWS endpoint for SQS and DynamoDB (moto, LocalStack). Unset: real AWS, or the "
+            "endpoint of a running `triggers up` on this machine."
+        ),
+    ] = None
+    aws_region: Annotated[str, _doc("AWS region.")] = "us-east-1"
+    aws_max_attempts: Annotated[
+        int, _doc("Attempts per AWS call, botocore 'standard' retry mode (throttling, 5xx).")
+    ] = 3
+    aws_connect_timeout_s: Annotated[float, _doc("Connect timeout of AWS calls, seconds.")] = 2.0
+    aws_read_timeout_s: Annotated[
+        float, _doc("Read timeout of AWS calls, seconds (long polls add their own wait).")
+    ] = 10.0
+
+    # --- resources -------------------------------------------------------------------------
+    resource_prefix: Annotated[
+        str, _doc("Prefix of every queue and table name, so several stacks share an account.")
+    ] = "triggers"
+    queue_visibility_timeout_s: Annotated[
+        int,
+        _doc(
+            "Visibility timeout of the events queue: how long a received message stays hidden. "
+            "Must exceed the writer's worst batch time."
+        ),
+    ] = 60
+    queue_max_receive_count: Annotated[int, _doc("Receives before SQS moves a message to the dead-letter queue.")] = 5
+    queue_retention_s: Annotated[int, _doc("How long SQS keeps a message (both queues).")] = 1_209_600
+    event_retention_s: Annotated[int, _doc("How long an acknowledged event stays readable by id (DynamoDB TTL).")] = (
+        7 * 24 * 3600
+    )
+
+    # --- ingest ----------------------------------------------------------------------------
+    dedup_window_s: Annotated[int, _doc("Deduplication window: copies received within it are one event.")] = 300
+    max_payload_bytes: Annotated[int, _doc("Largest encoded `payload` of one event.")] = 256 * 1024
+    max_body_bytes: Annotated[int, _doc("Largest body of POST /events.")] = 512 * 1024
+    default_rate_limit_per_minute: Annotated[
+        int, _doc("Events per minute for a key created without its own limit.")
+    ] = 6000
+    enqueue_timeout_s: Annotated[float, _doc("Longest an ingest request waits for SQS before answering 503.")] = 5.0
+
+    # --- keys ------------------------------------------------------------------------------
+    key_cache_ttl_s: Annotated[
+        float,
+        _doc(
+            "How long a verified key is trusted before its record is read again; a revoked or "
+            "deactivated key stops working within this time."
+        ),
+    ] = 30.0
+    key_cache_max_entries: Annotated[int, _doc("Most keys held in the verified-key cache.")] = 10_000
+    bcrypt_rounds: Annotated[int, _doc("bcrypt cost of newly created keys.")] = 12
+
+    # --- writer ----------------------------------------------------------------------------
+    writer_receivers: Annotated[int, _doc("Concurrent long-poll receive loops per writer process.")] = 4
+    writer_wait_time_s: Annotated[int, _doc("SQS long-poll wait, seconds (0 to 20).")] = 20
+    writer_shutdown_grace_s: Annotated[
+        float, _doc("On SIGTERM, how long in-flight batches may take before being given back.")
+    ] = 10.0
+    counter_shards: Annotated[
+        int,
+        _doc(
+            "Shards of each undelivered-count counter. More shards spread a busy account's "
+            "writes; reads cost one item per shard."
+        ),
+    ] = 8
+
+    # --- inbox -----------------------------------------------------------------------------
+    cursor_secret: Annotated[
+        str,
+        _doc(
+            "HMAC secret that signs inbox cursors. Set the same value on every inbox instance; "
+            "the default is for local use only."
+        ),
+    ] = "local-development-cursor-secret"  # noqa: S105 - documented local default
+
+    # --- HTTP and logging ------------------------------------------------------------------
+    host: Annotated[str, _doc("Address the HTTP services bind to.")] = "127.0.0.1"
+    ingest_port: Annotated[int, _doc("Port of the ingest API.")] = 8000
+    inbox_port: Annotated[int, _doc("Port of the inbox API.")] = 8001
+    log_level: Annotated[str, _doc("Lowest log level written (DEBUG, INFO, WARNING...).")] = "INFO"
+    log_json: Annotated[bool, _doc("JSON log lines (true) or human-readable console (false).")] = True
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.resource_prefix}-events"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.resource_prefix}-events-dlq"
+
+    @property
+    def events_table(self) -> str:
+        return f"{self.resource_prefix}-events"
+
+    @property
+    def keys_table(self) -> str:
+        return f"{self.resource_prefix}-keys"
+
+    @property
+    def dedup_table(self) -> str:
+        return f"{self.resource_prefix}-dedup"
+
+    @property
+    def counters_table(self) -> str:
+        return f"{self.resource_prefix}-counters"
+
+
+def field_docs() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) of every setting."""
+    rows = []
+    for field in msgspec.structs.fields(Settings):
+        meta = getattr(field.type, "__metadata__", ())
+        description = next((m.description for m in meta if isinstance(m, msgspec.Meta)), "")
+        rows.append((ENV_PREFIX + field.name.upper(), repr(field.default), description or ""))
+    return rows
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``); strings are converted by type."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            raw[name] = value
+    if "aws_endpoint_url" not in raw:
+        embedded = read_embedded_endpoint()
+        if embedded is not None:
+            raw["aws_endpoint_url"] = embedded
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from exc
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return settings_from_env()

@@ -1,0 +1,186 @@
+"""Session fixtures: one moto server process, the project's services as real processes.
+
+Every test gets its own account (and so its own inbox), so tests share the servers without
+sharing data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from shared import processes
+from shared.aws import open_clients
+from shared.key_admin import create_key, new_account_id
+from shared.key_store import DynamoKeyStore
+from shared.keys import Scope
+from shared.resources import ensure_resources
+from shared.settings import Settings, settings_from_env
+
+SERVICE_START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the test session's servers listen, and the environment that reaches them."""
+
+    settings: Settings
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    process, endpoint = processes.start_moto()
+    yield endpoint
+    processes.stop([process])
+
+
+@pytest.fixture(scope="session")
+def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    env = {
+        "TRIGGERS_AWS_ENDPOINT_URL": moto_endpoint,
+        "TRIGGERS_RESOURCE_PREFIX": f"t{uuid.uuid4().hex[:8]}",
+        "TRIGGERS_BCRYPT_ROUNDS": "4",  # creating keys fast; the cost is not what is tested
+        "TRIGGERS_KEY_CACHE_TTL_S": "1",
+        "TRIGGERS_WRITER_WAIT_TIME_S": "1",
+        "TRIGGERS_WRITER_RECEIVERS": "2",
+        "TRIGGERS_WRITER_SHUTDOWN_GRACE_S": "5",
+        "TRIGGERS_STATE_DIR": str(tmp_path_factory.mktemp("state")),
+        "TRIGGERS_LOG_LEVEL": "WARNING",
+    }
+    settings = settings_from_env(env)
+
+    async def init() -> None:
+        async with open_clients(settings) as clients:
+            await ensure_resources(settings, clients)
+
+    asyncio.run(init())
+    return Stack(settings, env)
+
+
+def run_triggers(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the `triggers` CLI against the test stack, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_service(stack: Stack, part: str, extra_env: dict[str, str] | None = None) -> Service:
+    port = processes.free_port()
+    args = [sys.executable, "-m", "shared.cli", "run", part]
+    if part != "writer":
+        args += ["--port", str(port)]
+    process = processes.spawn(args, {**stack.env, **(extra_env or {})})
+    url = f"http://127.0.0.1:{port}"
+    if part != "writer":
+        processes.wait_http(f"{url}/status", SERVICE_START_TIMEOUT_S, process)
+    return Service(url, process)
+
+
+@pytest.fixture(scope="session")
+def ingest(stack: Stack) -> Iterator[Service]:
+    service = start_service(stack, "ingest")
+    yield service
+    processes.stop([service.process])
+
+
+@pytest.fixture(scope="session")
+def inbox(stack: Stack) -> Iterator[Service]:
+    service = start_service(stack, "inbox")
+    yield service
+    processes.stop([service.process])
+
+
+@pytest.fixture(scope="session")
+def writer(stack: Stack) -> Iterator[Service]:
+    service = start_service(stack, "writer")
+    yield service
+    processes.stop([service.process])
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: str
+    key_id: str
+    account_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def make_key(
+    stack: Stack,
+    scopes: frozenset[Scope] = frozenset(Scope),
+    *,
+    account_id: str | None = None,
+    rate_limit: int = 100_000,
+) -> ApiKey:
+    async def create() -> ApiKey:
+        async with open_clients(stack.settings) as clients:
+            key, record = await create_key(
+                DynamoKeyStore(clients.dynamodb, stack.settings.keys_table),
+                account_id=account_id or new_account_id(),
+                scopes=scopes,
+                rate_limit_per_minute=rate_limit,
+                bcrypt_rounds=4,
+            )
+        return ApiKey(key, record.key_id, record.account_id)
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+def api_key(stack: Stack) -> ApiKey:
+    """A fresh account with a key holding both scopes."""
+    return make_key(stack)
+
+
+@pytest.fixture
+def key_factory(stack: Stack) -> Callable[..., ApiKey]:
+    return lambda *args, **kwargs: make_key(stack, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as client:
+        yield client
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 15.0, interval_s: float = 0.1) -> object:
+    """Poll an eventually-true condition (the writer is asynchronous); its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval_s)
+
+
+def decode(response: httpx.Response) -> object:
+    return msgspec.json.decode(response.content)
+
+
+ROOT = Path(__file__).resolve().parent.parent

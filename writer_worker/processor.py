@@ -1,0 +1,104 @@
+"""The processing core shared by the long-running worker and the Lambda handler.
+
+A batch is handled message by message: each gets its own disposition, so one bad message
+never fails or retries its neighbours.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+
+from shared.envelope import QueuedEvent, decode_message
+from writer_worker.store import EventResult, EventWriter, Outcome
+
+log = structlog.get_logger()
+
+
+class Disposition(enum.StrEnum):
+    DONE = "done"  # everything it carries is stored: delete it
+    RETRY = "retry"  # something failed for now: let it come back
+    POISON = "poison"  # it can never be stored: dead-letter it, with the reason
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    message_id: str
+    body: str
+    receive_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class MessageResult:
+    message_id: str
+    disposition: Disposition
+    reason: str = ""
+
+
+class BatchProcessor:
+    def __init__(self, writer: EventWriter) -> None:
+        self._writer = writer
+
+    async def process(self, messages: list[Received]) -> list[MessageResult]:
+        started = time.perf_counter()
+        decoded: dict[str, list[QueuedEvent]] = {}
+        poisoned: dict[str, str] = {}
+        for message in messages:
+            try:
+                decoded[message.message_id] = decode_message(message.body).events
+            except msgspec.DecodeError as exc:
+                poisoned[message.message_id] = f"undecodable message: {exc}"
+        events = [e for batch in decoded.values() for e in batch]
+        results = await self._writer.write(events) if events else {}
+        outcome = [self._dispose(m.message_id, decoded, poisoned, results) for m in messages]
+        _log_batch(messages, events, results, outcome, time.perf_counter() - started)
+        return outcome
+
+    @staticmethod
+    def _dispose(
+        message_id: str,
+        decoded: dict[str, list[QueuedEvent]],
+        poisoned: dict[str, str],
+        results: dict[str, EventResult],
+    ) -> MessageResult:
+        if message_id in poisoned:
+            return MessageResult(message_id, Disposition.POISON, poisoned[message_id])
+        outcomes = [results[e.event_id] for e in decoded[message_id]]
+        rejected = [r.reason for r in outcomes if r.outcome is Outcome.REJECTED]
+        if rejected:
+            return MessageResult(message_id, Disposition.POISON, f"event rejected by storage: {rejected[0]}")
+        retry = [r.reason for r in outcomes if r.outcome is Outcome.RETRY]
+        if retry:
+            return MessageResult(message_id, Disposition.RETRY, retry[0])
+        return MessageResult(message_id, Disposition.DONE)
+
+
+def _log_batch(
+    messages: list[Received],
+    events: list[QueuedEvent],
+    results: dict[str, EventResult],
+    outcome: list[MessageResult],
+    duration_s: float,
+) -> None:
+    """The canonical line of one batch: what came in, what happened, how late it was."""
+    now_us = time.time_ns() // 1000
+    counts = Counter(r.outcome.value for r in results.values())
+    dispositions = Counter(r.disposition.value for r in outcome)
+    log.info(
+        "batch",
+        messages=len(messages),
+        events=len(events),
+        stored=counts.get(Outcome.STORED.value, 0),
+        duplicates=counts.get(Outcome.DUPLICATE.value, 0),
+        already_stored=counts.get(Outcome.ALREADY_STORED.value, 0),
+        retry=dispositions.get(Disposition.RETRY.value, 0),
+        poison=dispositions.get(Disposition.POISON.value, 0),
+        duration_ms=round(duration_s * 1000, 2),
+        max_lag_ms=round(max(((now_us - e.received_at_us) / 1000 for e in events), default=0.0), 1),
+        request_ids=sorted({e.request_id for e in events if e.request_id}),
+    )

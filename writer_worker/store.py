@@ -1,0 +1,253 @@
+"""Exactly-once storage of events: conditional DynamoDB transactions decide every race.
+
+For a group of events, one TransactWriteItems call does, all or nothing:
+- put each event, on condition that its id is not stored yet (SQS redelivery);
+- claim each event's dedup key, on condition that no other event holds it within the window
+  (copies sent twice, or to two ingest instances);
+- add the number of new events to one shard of the account's undelivered counters.
+When the transaction is cancelled, its cancellation reasons say which events were already
+stored or were duplicates; the rest are written again. So every decision is atomic across
+any number of writer processes, and the counters move only with the events they count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from types_aiobotocore_dynamodb import DynamoDBClient
+
+from shared.envelope import QueuedEvent
+from shared.settings import Settings
+from shared.storage.layout import counter_id, dedup_id, inbox_pk, inbox_type_pk
+
+log = structlog.get_logger()
+
+# TransactWriteItems takes 100 items and 4 MB. A group of 25 events needs at most
+# 25 x 2 + 1 + 25 = 76 items; the byte budget keeps large payloads under the size limit.
+GROUP_MAX_EVENTS = 25
+GROUP_MAX_BYTES = 3 * 1024 * 1024
+# Transactions cancelled by a conflict (two writers touching one counter shard at once) are
+# retried this many times, after a jittered pause growing from the base.
+CONFLICT_ATTEMPTS = 6
+CONFLICT_BACKOFF_BASE_S = 0.02
+_US = 1_000_000
+
+
+class Outcome(enum.StrEnum):
+    STORED = "stored"  # new in the inbox
+    ALREADY_STORED = "already_stored"  # this very event was stored before (redelivery)
+    DUPLICATE = "duplicate"  # another event with its dedup key came first
+    RETRY = "retry"  # not stored now; safe to try again later
+    REJECTED = "rejected"  # can never be stored as it is
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    event: QueuedEvent
+    claim_id: str  # the dedup item this event claims
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    outcome: Outcome
+    original_id: str | None = None
+    reason: str = ""
+
+
+class EventWriter:
+    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
+        self._client = client
+        self._events_table = settings.events_table
+        self._dedup_table = settings.dedup_table
+        self._counters_table = settings.counters_table
+        self._window_us = settings.dedup_window_s * _US
+        self._retention_s = settings.event_retention_s
+        self._shards = settings.counter_shards
+
+    async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
+        """Store events exactly once; the result of each, by event id."""
+        results: dict[str, EventResult] = {}
+        claims = [_Claimed(e, dedup_id(e.account_id, e.dedup_key())) for e in events]
+        for round_ in _rounds(claims):
+            for group in _groups(round_):
+                await self._write_group(group, results)
+        return results
+
+    async def _write_group(self, group: list[_Claimed], results: dict[str, EventResult]) -> None:
+        pending = group
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                await self._client.transact_write_items(TransactItems=self._transaction(pending))
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    _fail(pending, results, exc)
+                    return
+                reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
+                pending = await self._resolve(pending, reasons, results)
+                if not pending:
+                    return
+                await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_BASE_S * 2**attempt))
+            except BotoCoreError as exc:
+                _fail(pending, results, exc)
+                return
+            else:
+                for claimed in pending:
+                    results[claimed.event.event_id] = EventResult(Outcome.STORED)
+                return
+        for claimed in pending:
+            results[claimed.event.event_id] = EventResult(Outcome.RETRY, reason="transaction conflicts persisted")
+
+    async def _resolve(
+        self, pending: list[_Claimed], reasons: list[dict[str, Any]], results: dict[str, EventResult]
+    ) -> list[_Claimed]:
+        """Settle the events whose conditions failed; return those to write again."""
+        again = []
+        for index, claimed in enumerate(pending):
+            event = claimed.event
+            stored_reason = reasons[2 * index] if 2 * index < len(reasons) else {}
+            claim_reason = reasons[2 * index + 1] if 2 * index + 1 < len(reasons) else {}
+            if stored_reason.get("Code") == "ConditionalCheckFailed":
+                results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
+            elif claim_reason.get("Code") == "ConditionalCheckFailed":
+                original = claim_reason.get("Item", {}).get("event_id", {}).get("S", "")
+                results[event.event_id] = await self._duplicate(event, original)
+            elif "ValidationError" in (stored_reason.get("Code"), claim_reason.get("Code")):
+                reason = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
+                results[event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
+            else:
+                again.append(claimed)
+        return again
+
+    async def _duplicate(self, event: QueuedEvent, original_id: str) -> EventResult:
+        """Point the duplicate's id at the original, so GET /events/{duplicate id} finds it."""
+        if original_id in ("", event.event_id):
+            return EventResult(Outcome.ALREADY_STORED)
+        try:
+            await self._client.put_item(
+                TableName=self._events_table,
+                Item={
+                    "account_id": {"S": event.account_id},
+                    "event_id": {"S": event.event_id},
+                    "alias_of": {"S": original_id},
+                    "received_at_us": {"N": str(event.received_at_us)},
+                    "expires_at": {"N": str(event.received_at_us // _US + self._retention_s)},
+                },
+                ConditionExpression="attribute_not_exists(event_id)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                return EventResult(Outcome.RETRY, reason=exc.response["Error"]["Code"])
+        except BotoCoreError as exc:
+            return EventResult(Outcome.RETRY, reason=type(exc).__name__)
+        return EventResult(Outcome.DUPLICATE, original_id=original_id)
+
+    def _transaction(self, claims: list[_Claimed]) -> list[Any]:
+        items: list[Any] = []
+        for claimed in claims:
+            items.append({"Put": self._event_put(claimed.event)})
+            items.append({"Put": self._claim_put(claimed)})
+        events = [c.event for c in claims]
+        shard = random.randrange(self._shards)
+        by_account = Counter(e.account_id for e in events)
+        by_type = Counter((e.account_id, e.event_type) for e in events)
+        for account, count in by_account.items():
+            items.append({"Update": self._count(counter_id(account, shard), count)})
+        for (account, event_type), count in by_type.items():
+            items.append({"Update": self._count(counter_id(account, shard, event_type), count)})
+        return items
+
+    def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "account_id": {"S": event.account_id},
+            "event_id": {"S": event.event_id},
+            "event_type": {"S": event.event_type},
+            "payload": {"S": bytes(event.payload).decode()},
+            "received_at_us": {"N": str(event.received_at_us)},
+            "delivered": {"BOOL": False},
+            "inbox_pk": {"S": inbox_pk(event.account_id)},
+            "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type)},
+        }
+        if event.request_id:
+            item["request_id"] = {"S": event.request_id}
+        return {
+            "TableName": self._events_table,
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(event_id)",
+        }
+
+    def _claim_put(self, claimed: _Claimed) -> dict[str, Any]:
+        event = claimed.event
+        window_ends_us = event.received_at_us + self._window_us
+        return {
+            "TableName": self._dedup_table,
+            "Item": {
+                "dedup_id": {"S": claimed.claim_id},
+                "event_id": {"S": event.event_id},
+                "window_ends_us": {"N": str(window_ends_us)},
+                # TTL only tidies up; the condition below, not TTL, decides duplicates.
+                "expires_at": {"N": str(window_ends_us // _US + 1)},
+            },
+            "ConditionExpression": "attribute_not_exists(dedup_id) OR window_ends_us <= :received",
+            "ExpressionAttributeValues": {":received": {"N": str(event.received_at_us)}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+
+    def _count(self, key: str, delta: int) -> dict[str, Any]:
+        return {
+            "TableName": self._counters_table,
+            "Key": {"counter_id": {"S": key}},
+            "UpdateExpression": "ADD n :d",
+            "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+        }
+
+
+def _fail(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:
+    code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+    log.warning("store_failed", error=code, events=len(claims))
+    for claimed in claims:
+        results[claimed.event.event_id] = EventResult(Outcome.RETRY, reason=code)
+
+
+def _rounds(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
+    """Split events so no transaction touches one item twice (DynamoDB forbids it).
+
+    A repeated event id is dropped (its result is the first copy's); a repeated dedup key
+    moves to a later round, where it meets the first copy's claim and becomes its duplicate.
+    """
+    seen_ids: set[str] = set()
+    remaining: list[_Claimed] = []
+    for claimed in events:
+        if claimed.event.event_id not in seen_ids:
+            seen_ids.add(claimed.event.event_id)
+            remaining.append(claimed)
+    while remaining:
+        taken: set[str] = set()
+        this_round: list[_Claimed] = []
+        later: list[_Claimed] = []
+        for claimed in remaining:
+            (later if claimed.claim_id in taken else this_round).append(claimed)
+            taken.add(claimed.claim_id)
+        yield this_round
+        remaining = later
+
+
+def _groups(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
+    group: list[_Claimed] = []
+    size = 0
+    for event in events:
+        event_size = len(event.event.payload) + 512
+        if group and (len(group) == GROUP_MAX_EVENTS or size + event_size > GROUP_MAX_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(event)
+        size += event_size
+    if group:
+        yield group
