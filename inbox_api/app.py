@@ -145,4 +145,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_context_middleware],
         request_max_body_size=64 * 1024,
         openapi_config=OpenAPIConfig(title="Triggers inbox API", version=VERSION),
+        logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )

@@ -154,4 +154,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[request_context_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Triggers ingest API", version=VERSION),
+        logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )

@@ -11,6 +11,7 @@ at once (503) instead of queueing without limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import structlog
@@ -64,6 +65,7 @@ class SqsBatcher:
         self._sends = asyncio.Semaphore(max_concurrent_sends)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self.sqs_requests = 0
 
@@ -83,6 +85,7 @@ class SqsBatcher:
     async def close(self) -> None:
         """Stop taking new events and flush every one already accepted for sending."""
         self._closing = True
+        self._closed.set()
         self._wakeup.set()
         if self._loop_task is not None:
             await self._loop_task
@@ -93,7 +96,9 @@ class SqsBatcher:
         while True:
             await self._wakeup.wait()
             if not self._closing:
-                await asyncio.sleep(self._linger_s)  # let concurrent requests join the batch
+                # Let concurrent requests join the batch; close() cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), self._linger_s)
             self._wakeup.clear()
             batch, self._waiting, self._waiting_events = self._waiting, [], 0
             if batch:

@@ -145,8 +145,7 @@ def test_copies_within_the_window_become_one_event(
     assert keyed[0] in stored
     # Each duplicate's id resolves to the original it collapsed into.
     for duplicate, original in ((second, first), (keyed[1], keyed[0])):
-        assert wait_until(
-            lambda d=duplicate: http.get(f"{inbox.url}/events/{d}", headers=api_key.headers).status_code == 200
-        )
-        assert http.get(f"{inbox.url}/events/{duplicate}", headers=api_key.headers).json()["event_id"] == original
+        url = f"{inbox.url}/events/{duplicate}"
+        assert wait_until(lambda url=url: http.get(url, headers=api_key.headers).status_code == 200)  # type: ignore[misc]
+        assert http.get(url, headers=api_key.headers).json()["event_id"] == original
     assert inbox_page(http, inbox, api_key)["total_undelivered"] == 2

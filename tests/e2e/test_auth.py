@@ -1,0 +1,116 @@
+"""Who may do what: 401 for bad keys, 403 for refused keys and scopes, 404 across accounts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from shared.keys import Scope
+from tests.conftest import ApiKey, Service, Stack, run_triggers, wait_until
+
+pytestmark = pytest.mark.usefixtures("writer")
+
+EVENT = {"event_type": "auth.test", "payload": {}}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+        "Bearer not-a-key",
+        "Bearer trg_0123456789abcdef_" + "x" * 43,  # well-formed, unknown key id
+    ],
+    ids=["missing", "empty", "basic", "no-token", "malformed", "unknown-id"],
+)
+def test_bad_credentials_get_401_in_the_error_format(
+    http: httpx.Client, ingest: Service, inbox: Service, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for response in (
+        http.post(f"{ingest.url}/events", json=EVENT, headers=headers),
+        http.get(f"{inbox.url}/inbox", headers=headers),
+    ):
+        assert response.status_code == 401
+        body = response.json()
+        assert body["status"] == 401
+        assert body["error_code"] == "UNAUTHENTICATED"
+        assert body["message"]
+        assert body["details"] == []
+        assert body["correlation_id"] == response.headers["x-request-id"]
+
+
+def test_wrong_secret_gets_401(http: httpx.Client, ingest: Service, api_key: ApiKey) -> None:
+    tampered = api_key.key[:-1] + ("A" if api_key.key[-1] != "A" else "B")
+    response = http.post(f"{ingest.url}/events", json=EVENT, headers={"Authorization": f"Bearer {tampered}"})
+    assert response.status_code == 401
+
+
+def test_missing_scope_gets_403(
+    http: httpx.Client, ingest: Service, inbox: Service, key_factory: Callable[..., ApiKey]
+) -> None:
+    ingest_only = key_factory(frozenset({Scope.INGEST}))
+    inbox_only = key_factory(frozenset({Scope.INBOX}))
+    assert http.post(f"{ingest.url}/events", json=EVENT, headers=ingest_only.headers).status_code == 202
+    assert http.get(f"{inbox.url}/inbox", headers=ingest_only.headers).status_code == 403
+    assert http.post(f"{ingest.url}/events", json=EVENT, headers=inbox_only.headers).status_code == 403
+    assert http.get(f"{inbox.url}/inbox", headers=inbox_only.headers).status_code == 200
+
+
+@pytest.mark.parametrize("command", ["revoke", "deactivate"])
+def test_refused_key_stops_working_within_the_cache_ttl(
+    http: httpx.Client, stack: Stack, ingest: Service, api_key: ApiKey, command: str
+) -> None:
+    assert http.post(f"{ingest.url}/events", json=EVENT, headers=api_key.headers).status_code == 202
+    run_triggers(stack, "keys", command, api_key.key_id)
+    ttl = stack.settings.key_cache_ttl_s
+    time.sleep(ttl)
+    refused = wait_until(
+        lambda: http.post(f"{ingest.url}/events", json=EVENT, headers=api_key.headers).status_code == 403,
+        timeout_s=ttl + 2,
+    )
+    assert refused
+    body = http.post(f"{ingest.url}/events", json=EVENT, headers=api_key.headers).json()
+    assert body["error_code"] == "FORBIDDEN"
+
+
+def test_an_account_never_sees_another_accounts_events(
+    http: httpx.Client, ingest: Service, inbox: Service, key_factory: Callable[..., ApiKey]
+) -> None:
+    alice, bob = key_factory(), key_factory()
+    event_id = http.post(f"{ingest.url}/events", json=EVENT, headers=alice.headers).json()["event_id"]
+    assert wait_until(lambda: http.get(f"{inbox.url}/events/{event_id}", headers=alice.headers).status_code == 200)
+
+    assert http.get(f"{inbox.url}/events/{event_id}", headers=bob.headers).status_code == 404
+    assert http.delete(f"{inbox.url}/events/{event_id}", headers=bob.headers).status_code == 404
+    ack = http.post(f"{inbox.url}/inbox/ack", json={"event_ids": [event_id]}, headers=bob.headers).json()
+    assert ack == {"acknowledged": [], "not_found": [event_id]}
+    bobs = http.get(f"{inbox.url}/inbox", headers=bob.headers).json()
+    assert bobs["events"] == []
+    assert bobs["total_undelivered"] == 0
+    # Alice's event is untouched by Bob's attempts.
+    assert http.get(f"{inbox.url}/events/{event_id}", headers=alice.headers).json()["delivered"] is False
+
+
+def test_request_id_is_echoed_sanitised_or_generated(http: httpx.Client, ingest: Service, inbox: Service) -> None:
+    echoed = http.get(f"{ingest.url}/status", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    dirty = http.get(f"{inbox.url}/status", headers={"X-Request-ID": "a b<script>" + "x" * 500})
+    assert dirty.headers["x-request-id"] == "abscript" + "x" * 120
+    generated = http.get(f"{inbox.url}/status")
+    assert len(generated.headers["x-request-id"]) >= 16
+    assert generated.headers["x-request-id"] != http.get(f"{inbox.url}/status").headers["x-request-id"]
+
+
+def test_status_answers_without_authentication(http: httpx.Client, ingest: Service, inbox: Service) -> None:
+    for service in (ingest, inbox):
+        body = http.get(f"{service.url}/status").json()
+        assert body["status"] == "ok"
+        assert body["version"]
+        assert body["uptime_seconds"] >= 0
+        assert http.get(f"{service.url}/ready").status_code == 200

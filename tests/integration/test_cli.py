@@ -1,0 +1,63 @@
+"""The operators' CLI against the moto server."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import Stack, run_triggers
+
+
+def test_init_is_idempotent(stack: Stack) -> None:
+    first = run_triggers(stack, "init")
+    second = run_triggers(stack, "init")
+    assert first.returncode == 0
+    assert second.returncode == 0
+    assert "resources ready" in second.stdout
+    assert "table created" not in second.stdout  # nothing left to create the second time
+
+
+def test_every_command_has_help(stack: Stack) -> None:
+    for command in (
+        [],
+        ["init"],
+        ["up"],
+        ["config"],
+        ["run"],
+        ["run", "ingest"],
+        ["run", "inbox"],
+        ["run", "writer"],
+        ["keys"],
+        ["keys", "create"],
+        ["keys", "revoke"],
+    ):
+        result = run_triggers(stack, *command, "--help")
+        assert result.stdout.startswith("Usage: "), command
+
+
+def test_key_lifecycle_from_the_cli(stack: Stack) -> None:
+    created = json.loads(run_triggers(stack, "keys", "create", "--scope", "inbox", "--name", "cli", "--json").stdout)
+    assert created["key"].startswith("trg_")
+    key_id = created["key_id"]
+
+    shown = json.loads(run_triggers(stack, "keys", "show", key_id, "--json").stdout)
+    assert shown["scopes"] == ["inbox"]
+    assert shown["status"] == "active"
+    assert "secret_hash" not in shown
+    assert created["key"] not in run_triggers(stack, "keys", "list").stdout
+
+    limited = json.loads(run_triggers(stack, "keys", "set-rate-limit", key_id, "120", "--json").stdout)
+    assert limited["rate_limit_per_minute"] == 120
+    rescoped = json.loads(
+        run_triggers(stack, "keys", "set-scopes", key_id, "--scope", "ingest", "--scope", "inbox", "--json").stdout
+    )
+    assert rescoped["scopes"] == ["inbox", "ingest"]
+    assert json.loads(run_triggers(stack, "keys", "deactivate", key_id, "--json").stdout)["status"] == "inactive"
+    assert json.loads(run_triggers(stack, "keys", "activate", key_id, "--json").stdout)["status"] == "active"
+    assert json.loads(run_triggers(stack, "keys", "revoke", key_id, "--json").stdout)["status"] == "revoked"
+
+    # Revoked is final: it cannot be re-activated, and the CLI says so with a failing exit code.
+    again = run_triggers(stack, "keys", "activate", key_id, check=False)
+    assert again.returncode == 1
+    assert "revoked" in again.stderr
+    missing = run_triggers(stack, "keys", "show", "0000000000000000", check=False)
+    assert missing.returncode == 1

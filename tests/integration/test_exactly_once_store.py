@@ -1,0 +1,133 @@
+"""The writer's storage decides redeliveries, duplicates and races atomically (against moto)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+
+from inbox_api.store import AckOutcome, InboxStore
+from shared.aws import AwsClients, open_clients
+from shared.envelope import QueuedEvent
+from shared.errors import NotFound
+from shared.ids import new_event_id
+from shared.key_admin import new_account_id
+from tests.conftest import Stack
+from writer_worker.store import EventWriter, Outcome
+
+
+@pytest.fixture
+async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
+    async with open_clients(stack.settings) as opened:
+        yield opened
+
+
+def event(
+    account: str,
+    payload: bytes = b'{"n": 1}',
+    *,
+    key: str | None = None,
+    event_type: str = "t",
+    at_us: int | None = None,
+) -> QueuedEvent:
+    received = at_us if at_us is not None else time.time_ns() // 1000
+    return QueuedEvent(
+        event_id=new_event_id(received // 1000),
+        account_id=account,
+        event_type=event_type,
+        payload=msgspec.Raw(payload),
+        received_at_us=received,
+        idempotency_key=key,
+    )
+
+
+async def test_a_redelivered_event_is_stored_once(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    account = new_account_id()
+    original = event(account)
+    assert (await writer.write([original]))[original.event_id].outcome is Outcome.STORED
+    assert (await writer.write([original]))[original.event_id].outcome is Outcome.ALREADY_STORED
+    assert await inbox.count(account, None) == 1
+    events, _ = await inbox.page(account, None, False, 10, None)
+    assert [e.event_id for e in events] == [original.event_id]
+
+
+async def test_a_copy_within_the_window_points_at_the_original(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    account = new_account_id()
+    first, copy = event(account, key="k1"), event(account, b'{"other": true}', key="k1")
+    await writer.write([first])
+    result = (await writer.write([copy]))[copy.event_id]
+    assert result.outcome is Outcome.DUPLICATE
+    assert result.original_id == first.event_id
+    assert (await inbox.get(account, copy.event_id)).event_id == first.event_id
+    assert await inbox.count(account, None) == 1
+
+
+async def test_a_copy_after_the_window_is_a_new_event(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    account = new_account_id()
+    window_us = stack.settings.dedup_window_s * 1_000_000
+    first = event(account, at_us=time.time_ns() // 1000 - window_us - 1_000_000)
+    later = event(account)
+    await writer.write([first])
+    assert (await writer.write([later]))[later.event_id].outcome is Outcome.STORED
+    assert await inbox.count(account, None) == 2
+
+
+async def test_copies_in_one_batch_store_one_event(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    account = new_account_id()
+    first = event(account, b'{"a": 1, "b": 2}')
+    same_message_twice = first
+    reordered = event(account, b'{"b": 2, "a": 1}')
+    other = event(account, b'{"a": 2}')
+    results = await writer.write([first, same_message_twice, reordered, other])
+    assert results[first.event_id].outcome is Outcome.STORED
+    assert results[reordered.event_id].outcome is Outcome.DUPLICATE
+    assert results[other.event_id].outcome is Outcome.STORED
+    assert await inbox.count(account, None) == 2
+    assert await inbox.count(account, "t") == 2
+
+
+async def test_concurrent_writers_store_each_copy_once(stack: Stack) -> None:
+    account = new_account_id()
+    copies = [event(account, b'{"same": 1}', key=f"k{i % 5}") for i in range(40)]
+
+    async def write(part: list[QueuedEvent]) -> dict[str, Outcome]:
+        async with open_clients(stack.settings) as own:
+            results = await EventWriter(own.dynamodb, stack.settings).write(part)
+        return {k: v.outcome for k, v in results.items()}
+
+    parts = await asyncio.gather(*(write(copies[i::4]) for i in range(4)))
+    outcomes = [o for part in parts for o in part.values()]
+    assert outcomes.count(Outcome.STORED) == 5
+    assert outcomes.count(Outcome.DUPLICATE) == 35
+    async with open_clients(stack.settings) as clients:
+        assert await InboxStore(clients.dynamodb, stack.settings).count(account, None) == 5
+
+
+async def test_concurrent_acknowledgements_count_once(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    account = new_account_id()
+    stored = event(account, event_type="acked")
+    await writer.write([stored])
+    outcomes = await asyncio.gather(*(inbox.ack(account, stored.event_id) for _ in range(4)))
+    assert outcomes.count(AckOutcome.ACKNOWLEDGED) == 1
+    assert set(outcomes) <= {AckOutcome.ACKNOWLEDGED, AckOutcome.ALREADY_DELIVERED}
+    assert await inbox.count(account, None) == 0
+    assert await inbox.count(account, "acked") == 0
+
+
+async def test_another_accounts_event_is_not_found(stack: Stack, clients: AwsClients) -> None:
+    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+    owner, stranger = new_account_id(), new_account_id()
+    stored = event(owner)
+    await writer.write([stored])
+    with pytest.raises(NotFound):
+        await inbox.get(stranger, stored.event_id)
+    assert await inbox.ack(stranger, stored.event_id) is AckOutcome.NOT_FOUND
+    assert await inbox.count(owner, None) == 1

@@ -1,0 +1,132 @@
+"""The verified-key cache: bcrypt once, share concurrent checks, notice changes after the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from shared import auth as auth_module
+from shared.auth import Authenticator
+from shared.errors import Forbidden, KeyNotFound, Unauthenticated
+from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, generate_key, hash_secret
+
+
+class FakeStore:
+    """In-memory key store (pure-logic unit tests only)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, KeyRecord] = {}
+        self.reads = 0
+
+    async def get(self, key_id: str) -> KeyRecord:
+        self.reads += 1
+        await asyncio.sleep(0)
+        if key_id not in self.records:
+            raise KeyNotFound(key_id)
+        return self.records[key_id]
+
+    async def create(self, record: KeyRecord) -> None:
+        self.records[record.key_id] = record
+
+    async def touch(self, key_id: str, used_at: str) -> None:
+        return None
+
+    async def update(self, key_id: str, **changes: Any) -> KeyRecord:
+        self.records[key_id] = msgspec.structs.replace(self.records[key_id], **changes)
+        return self.records[key_id]
+
+    def scan(self) -> AsyncIterator[KeyRecord]:
+        raise NotImplementedError
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def bcrypt_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real = check_secret
+
+    def counting(secret: str, secret_hash: str) -> bool:
+        calls.append(secret_hash)
+        return real(secret, secret_hash)
+
+    monkeypatch.setattr(auth_module, "check_secret", counting)
+    return calls
+
+
+def make(store: FakeStore, scopes: frozenset[Scope] = frozenset(Scope)) -> str:
+    key, parts = generate_key()
+    store.records[parts.key_id] = KeyRecord(
+        key_id=parts.key_id,
+        account_id="acc",
+        secret_hash=hash_secret(parts.secret, 4),
+        scopes=scopes,
+        status=KeyStatus.ACTIVE,
+        rate_limit_per_minute=60,
+    )
+    return key
+
+
+async def test_concurrent_first_requests_share_one_bcrypt_check(bcrypt_calls: list[str]) -> None:
+    store = FakeStore()
+    key = make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4)
+    records = await asyncio.gather(*(auth.authenticate(f"Bearer {key}", Scope.INGEST) for _ in range(20)))
+    assert {r.account_id for r in records} == {"acc"}
+    assert len(bcrypt_calls) == 1
+    await auth.authenticate(f"Bearer {key}", Scope.INGEST)
+    assert len(bcrypt_calls) == 1
+    assert store.reads == 1
+
+
+async def test_after_the_ttl_the_record_is_read_again_without_bcrypt(bcrypt_calls: list[str]) -> None:
+    store, clock = FakeStore(), Clock()
+    key = make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, clock=clock)
+    await auth.authenticate(f"Bearer {key}", Scope.INGEST)
+    key_id = next(iter(store.records))
+    await store.update(key_id, status=KeyStatus.REVOKED)
+    await auth.authenticate(f"Bearer {key}", Scope.INGEST)  # still cached: allowed
+    clock.now = 31
+    with pytest.raises(Forbidden):
+        await auth.authenticate(f"Bearer {key}", Scope.INGEST)
+    assert len(bcrypt_calls) == 1  # the hash did not change: no second bcrypt
+
+
+async def test_unknown_key_costs_a_bcrypt_check_too(bcrypt_calls: list[str]) -> None:
+    store = FakeStore()
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4)
+    key, _ = generate_key()
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"Bearer {key}", Scope.INGEST)
+    assert len(bcrypt_calls) == 1
+
+
+async def test_a_wrong_secret_is_never_cached(bcrypt_calls: list[str]) -> None:
+    store = FakeStore()
+    key = make(store)
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(f"Bearer {wrong}", Scope.INGEST)
+    assert len(bcrypt_calls) == 2
+    assert (await auth.authenticate(f"bearer {key}", Scope.INGEST)).account_id == "acc"
+
+
+async def test_scope_is_checked_on_cached_keys() -> None:
+    store = FakeStore()
+    key = make(store, frozenset({Scope.INBOX}))
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4)
+    await auth.authenticate(f"Bearer {key}", Scope.INBOX)
+    with pytest.raises(Forbidden):
+        await auth.authenticate(f"Bearer {key}", Scope.INGEST)

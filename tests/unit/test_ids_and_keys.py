@@ -1,0 +1,46 @@
+"""Event ids, request ids and the API key format."""
+
+from __future__ import annotations
+
+from shared.ids import is_event_id, new_event_id, sanitize_request_id
+from shared.keys import generate_key, parse_key
+
+
+def test_event_ids_are_unique_url_safe_and_sort_by_time() -> None:
+    ids = [new_event_id(now_ms=1_700_000_000_000 + i) for i in range(200)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(is_event_id(i) for i in ids)
+    same_ms = {new_event_id(now_ms=1) for _ in range(1000)}
+    assert len(same_ms) == 1000
+
+
+def test_is_event_id_rejects_other_strings() -> None:
+    assert not is_event_id("")
+    assert not is_event_id("../etc/passwd")
+    assert not is_event_id(new_event_id().lower())
+    assert not is_event_id(new_event_id() + "0")
+
+
+def test_request_ids_are_sanitised_bounded_or_generated() -> None:
+    assert sanitize_request_id("req-1.2:3_x") == "req-1.2:3_x"
+    assert sanitize_request_id("a\r\nSet-Cookie: x") == "aSet-Cookie:x"  # CR, LF and spaces go: no header injection
+    assert len(sanitize_request_id("x" * 1000)) == 128
+    generated = sanitize_request_id(None)
+    assert generated != sanitize_request_id(None)
+    assert sanitize_request_id("<>") != ""
+
+
+def test_generated_keys_parse_back_to_their_parts() -> None:
+    key, parts = generate_key()
+    assert parse_key(key) == parts
+    assert key.startswith("trg_")
+
+
+def test_malformed_keys_do_not_parse() -> None:
+    key, _ = generate_key()
+    assert parse_key(key[:-1]) is None
+    assert parse_key("xyz" + key[3:]) is None
+    assert parse_key(key.replace("_", "-", 2)) is None
+    assert parse_key("trg_" + "G" * 16 + "_" + "a" * 43) is None  # key id must be hex
+    assert parse_key("") is None
