@@ -215,6 +215,7 @@ def _store_action(action: Callable[[DynamoKeyStore], Awaitable[T]]) -> T:
 def _echo_record(record: KeyRecord, as_json: bool) -> None:
     data = msgspec.to_builtins(record)
     data.pop("secret_hash")
+    data["scopes"] = sorted(data["scopes"])  # a set: give it a stable order
     if as_json:
         click.echo(msgspec.json.encode(data).decode())
     else:
