@@ -20,7 +20,7 @@ from shared.auth import Authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
 from shared.errors import NotFound
-from shared.http import EXCEPTION_HANDLERS, VERSION, health_handlers, request_context_middleware
+from shared.http import EXCEPTION_HANDLERS, VERSION, health_handlers, request_context_middleware, tune_gc
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[get_inbox, get_event, ack_event, ack_many, *health_handlers(_ready)],
         lifespan=[_lifespan(settings)],
+        on_startup=[tune_gc],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=64 * 1024,

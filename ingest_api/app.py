@@ -25,6 +25,7 @@ from shared.http import (
     health_handlers,
     request_context_middleware,
     request_id_of,
+    tune_gc,
 )
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -117,7 +118,12 @@ def _lifespan(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_clients(settings) as clients:
             queue_url = (await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"]
-            batcher = SqsBatcher(clients.sqs, queue_url)
+            batcher = SqsBatcher(
+                clients.sqs,
+                queue_url,
+                linger_s=settings.enqueue_linger_ms / 1000,
+                max_waiting_events=settings.enqueue_max_waiting_events,
+            )
             await batcher.start()
             store = DynamoKeyStore(clients.dynamodb, settings.keys_table)
             app.state.ingest = IngestContext(
@@ -129,7 +135,7 @@ def _lifespan(settings: Settings) -> Any:
                     max_entries=settings.key_cache_max_entries,
                     dummy_rounds=settings.bcrypt_rounds,
                 ),
-                limiter=RateLimiter(),
+                limiter=RateLimiter(share=1 / settings.ingest_instances),
                 service=IngestService(
                     batcher,
                     max_payload_bytes=settings.max_payload_bytes,
@@ -150,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[post_event, post_batch, *health_handlers(_ready)],
         lifespan=[_lifespan(settings)],
+        on_startup=[tune_gc],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=settings.max_body_bytes,

@@ -72,15 +72,20 @@ class SqsBatcher:
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="sqs-batcher")
 
-    async def submit(self, events: list[bytes]) -> list[bool]:
-        """Enqueue encoded events; returns, per event, whether SQS acknowledged it."""
+    def submit(self, events: list[bytes]) -> asyncio.Future[list[bool]]:
+        """Enqueue encoded events; the future tells, per event, whether SQS acknowledged it.
+
+        Cancelling the future (a caller's timeout) does not unsend anything: the events go
+        out with their batch, and the answer is simply no longer awaited.
+        """
         if self._closing or self._waiting_events + len(events) > self._max_waiting:
             raise Overloaded
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Submission(events, future, [False] * len(events)))
         self._waiting_events += len(events)
-        self._wakeup.set()
-        return await asyncio.shield(future)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return future
 
     async def close(self) -> None:
         """Stop taking new events and flush every one already accepted for sending."""

@@ -71,12 +71,17 @@ class IngestService:
             for e in events
         ]
         try:
-            stored = await asyncio.wait_for(self._batcher.submit([_encoder.encode(q) for q in queued]), self._timeout)
+            pending = self._batcher.submit([_encoder.encode(q) for q in queued])
         except Overloaded:
             raise ServiceUnavailable("Too many events waiting for the queue; retry shortly.") from None
+        try:
+            async with asyncio.timeout(self._timeout):
+                stored = await pending
         except TimeoutError:
             raise ServiceUnavailable("The queue did not answer in time; retry.") from None
         received_at = rfc3339(received_us)
+        if all(stored):
+            return [AcceptedEvent(q.event_id, received_at) for q in queued]
         unavailable = ServiceUnavailable("The queue refused this event; retry.")
         return [
             AcceptedEvent(q.event_id, received_at) if ok else unavailable for q, ok in zip(queued, stored, strict=True)

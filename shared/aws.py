@@ -43,7 +43,8 @@ def _client_config(settings: Settings, *, pool_size: int) -> AioConfig:
 def _credentials(settings: Settings) -> tuple[str | None, str | None]:
     """(access key, secret): placeholders for a local endpoint, else the normal AWS chain."""
     has_own = os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")
-    if settings.aws_endpoint_url and not has_own:
+    local = settings.aws_endpoint_url or settings.sqs_endpoint_url or settings.dynamodb_endpoint_url
+    if local and not has_own:
         return _LOCAL_CREDENTIALS
     return None, None
 
@@ -54,16 +55,21 @@ async def open_clients(settings: Settings, *, pool_size: int = 64) -> AsyncItera
     session = get_session()
     config = _client_config(settings, pool_size=pool_size)
     key_id, secret = _credentials(settings)
-    endpoint = settings.aws_endpoint_url
+    sqs_endpoint = settings.sqs_endpoint_url or settings.aws_endpoint_url
+    dynamodb_endpoint = settings.dynamodb_endpoint_url or settings.aws_endpoint_url
     async with contextlib.AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(
             session.create_client(
-                "sqs", endpoint_url=endpoint, config=config, aws_access_key_id=key_id, aws_secret_access_key=secret
+                "sqs", endpoint_url=sqs_endpoint, config=config, aws_access_key_id=key_id, aws_secret_access_key=secret
             )
         )
         dynamodb = await stack.enter_async_context(
             session.create_client(
-                "dynamodb", endpoint_url=endpoint, config=config, aws_access_key_id=key_id, aws_secret_access_key=secret
+                "dynamodb",
+                endpoint_url=dynamodb_endpoint,
+                config=config,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
             )
         )
         yield AwsClients(sqs=sqs, dynamodb=dynamodb)

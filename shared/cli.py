@@ -67,19 +67,20 @@ def run() -> None:
 
 
 def _serve(factory: str, port: int | None, default_port: int, workers: int) -> None:
-    import uvicorn
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
 
     settings = get_settings()
-    uvicorn.run(
+    Granian(
         factory,
         factory=True,
-        host=settings.host,
+        interface=Interfaces.ASGI,
+        address=settings.host,
         port=port or default_port,
         workers=workers,
-        log_config=None,  # structlog writes the canonical request line; no access log
-        access_log=False,
-        server_header=False,
-    )
+        loop=Loops.uvloop,
+        log_enabled=False,  # structlog writes the canonical request line; no access log
+    ).serve()
 
 
 @run.command("ingest")

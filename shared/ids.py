@@ -13,15 +13,17 @@ _ID_LENGTH = 26  # 48-bit millisecond time + 80 random bits = 130 bits = 26 base
 EVENT_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
+# Two base32 digits (10 bits) at a time: 13 table lookups make an id.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_SHIFTS = range(_ID_LENGTH * 5 - 10, -1, -10)
+
+
 def new_event_id(now_ms: int | None = None) -> str:
     """A ULID-style id: unique, URL-safe, and lexicographically ordered by time of receipt."""
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     value = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big")
-    chars = []
-    for _ in range(_ID_LENGTH):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 def is_event_id(value: str) -> bool:

@@ -1,6 +1,6 @@
 """structlog set-up: JSON lines on stderr, context from contextvars, once per process.
 
-Libraries that log through the standard library (uvicorn, botocore) go through the same
+Libraries that log through the standard library (granian, botocore) go through the same
 renderer, so every line a process writes is one JSON object.
 """
 
@@ -9,10 +9,16 @@ from __future__ import annotations
 import logging
 import sys
 
+import msgspec
 import structlog
 
 # Their INFO lines repeat what the canonical request line says, or are per-call noise.
-_QUIET_LOGGERS = ("uvicorn.access", "botocore", "aiobotocore", "urllib3")
+_QUIET_LOGGERS = ("granian.access", "botocore", "aiobotocore", "urllib3")
+_encoder = msgspec.json.Encoder(enc_hook=str)  # anything unusual (an exception, a path) as text
+
+
+def _encode(event: object, **_: object) -> bytes:
+    return _encoder.encode(event)
 
 
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
@@ -27,10 +33,16 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     )
+    # Our own lines (one per request) take the fast path: msgspec straight to bytes.
+    fast_renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer(serializer=_encode) if json else renderer
+    )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, fast_renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+        if json
+        else structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

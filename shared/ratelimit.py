@@ -1,8 +1,9 @@
 """Per-key token buckets: smooth refill, counted in events.
 
-Each process holds its own buckets. With N ingest instances behind a load balancer, a
-key's effective limit is up to N times its configured rate unless the instances split it
-(see ``docs/``); the buckets are deliberately local so the edge stays free of shared state.
+Each process holds its own buckets, so the edge needs no shared state and no extra request.
+With N ingest instances behind a load balancer, set ``TRIGGERS_INGEST_INSTANCES=N``: each
+instance then enforces limit / N, and a key spread evenly over the instances gets its
+configured account-wide limit (see docs/api.md for what that means for a skewed spread).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ class _Bucket:
 
 
 class RateLimiter:
-    def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, share: float = 1.0, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``share``: the part of each key's limit this process enforces (1 / instances)."""
+        self._share = share
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
         self._max_keys = max_keys
         self._clock = clock
@@ -45,6 +50,7 @@ class RateLimiter:
     def take(self, key_id: str, per_minute: int, count: int = 1) -> RateDecision:
         """Take ``count`` tokens from the key's bucket (capacity = one minute of events)."""
         now = self._clock()
+        per_minute = max(1, round(per_minute * self._share))
         rate = per_minute / 60.0
         bucket = self._buckets.get(key_id)
         if bucket is None:

@@ -32,6 +32,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "endpoint of a running `triggers up` on this machine."
         ),
     ] = None
+    sqs_endpoint_url: Annotated[
+        str | None, _doc("SQS endpoint only, overriding TRIGGERS_AWS_ENDPOINT_URL for SQS.")
+    ] = None
+    dynamodb_endpoint_url: Annotated[
+        str | None, _doc("DynamoDB endpoint only, overriding TRIGGERS_AWS_ENDPOINT_URL for DynamoDB.")
+    ] = None
     aws_region: Annotated[str, _doc("AWS region.")] = "us-east-1"
     aws_max_attempts: Annotated[
         int, _doc("Attempts per AWS call, botocore 'standard' retry mode (throttling, 5xx).")
@@ -65,6 +71,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_rate_limit_per_minute: Annotated[
         int, _doc("Events per minute for a key created without its own limit.")
     ] = 6000
+    ingest_instances: Annotated[
+        int,
+        _doc(
+            "How many ingest instances share each key's rate limit. Each instance allows "
+            "limit / instances, so the account-wide limit holds behind a load balancer."
+        ),
+    ] = 1
+    enqueue_linger_ms: Annotated[
+        float,
+        _doc(
+            "How long the SQS batcher waits for more events before sending. Longer packs "
+            "more events per SQS request; it adds at most this much latency."
+        ),
+    ] = 4.0
+    enqueue_max_waiting_events: Annotated[
+        int, _doc("Events waiting for SQS, per ingest process, beyond which requests get 503 at once.")
+    ] = 20_000
     enqueue_timeout_s: Annotated[float, _doc("Longest an ingest request waits for SQS before answering 503.")] = 5.0
 
     # --- keys ------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_sqs_unreachable_gives_503_with_retry_after_never_2xx(
 
 
 def _port_is_free(port: int) -> bool:
-    """Nothing listens, and a new server could bind it (as uvicorn does, with SO_REUSEADDR)."""
+    """Nothing listens, and a new server could bind it (with SO_REUSEADDR, as servers do)."""
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
             return False

@@ -53,3 +53,11 @@ def test_keys_have_separate_buckets_and_the_map_is_bounded() -> None:
     assert not limiter.take("a", per_minute=1).allowed
     limiter.take("c", per_minute=1)  # evicts the least recently used bucket ("b")
     assert limiter.take("b", per_minute=1).allowed
+
+
+def test_each_of_n_instances_enforces_its_share_of_the_limit() -> None:
+    limiter = RateLimiter(share=1 / 4, clock=Clock())
+    decision = limiter.take("k", per_minute=100, count=25)
+    assert decision.allowed
+    assert decision.limit == 25
+    assert not limiter.take("k", per_minute=100, count=1).allowed

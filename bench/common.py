@@ -1,0 +1,162 @@
+"""What every benchmark needs: pinned processes, CPU accounting, wrk runs, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared import processes
+
+RESULTS = Path(__file__).resolve().parent / "results"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_CPU = "0"  # the measured server gets core 0 alone
+LOAD_CPU = "1"  # load generator and helpers share core 1
+
+
+def ensure_wrk() -> str:
+    """wrk is the load generator (a C program: it does not steal the measured core's time)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    return found
+
+
+def pinned(cpu: str, args: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *args] if shutil.which("taskset") else args
+
+
+def spawn_pinned(cpu: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return processes.spawn(pinned(cpu, args), env, quiet=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found += _descendants(int(child))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (server workers)."""
+    total = 0
+    for member in _descendants(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in fields[11:15])
+    return total / _CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its descendants."""
+    total = 0
+    for member in _descendants(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+_LUA_TEMPLATE = """
+wrk.method = "POST"
+wrk.body = [==[{body}]==]
+{headers}
+{delay}
+done = function(summary, latency, requests)
+  local out = io.open("{out}", "w")
+  out:write(string.format('{{"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}}',
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+  out:close()
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    non2xx: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    delay_ms: float | None = None,
+) -> WrkResult:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        script = Path(tmp) / "script.lua"
+        lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+        delay = f"function delay() return {delay_ms} end" if delay_ms else ""
+        script.write_text(_LUA_TEMPLATE.format(body=body.decode(), headers=lua_headers, delay=delay, out=out))
+        subprocess.run(
+            pinned(
+                LOAD_CPU,
+                [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), url],
+            ),
+            check=True,
+            capture_output=True,
+        )
+        data = json.loads(out.read_text())
+    return WrkResult(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        non2xx=data["non2xx"],
+        errors=data["errors"],
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+    )
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    """Median of repeated runs, with their spread."""
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "runs": len(values),
+    }
+
+
+def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    meta = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({**meta, **results}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown)
+    return path
