@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, delete, get, post
-from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
 
+from inbox_api import openapi
 from inbox_api.cursor import CursorCodec, CursorState
 from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
 from inbox_api.store import AckOutcome, InboxStore
@@ -20,11 +20,12 @@ from shared.auth import Authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
 from shared.errors import NotFound
-from shared.http import EXCEPTION_HANDLERS, VERSION, health_handlers, request_context_middleware, tune_gc
+from shared.http import EXCEPTION_HANDLERS, health_handlers, request_context_middleware, tune_gc
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
 from shared.logging import configure_logging
+from shared.openapi import openapi_handler
 from shared.settings import Settings, get_settings
 
 # Concurrent acknowledgements of one POST /inbox/ack; bounds the load one request makes.
@@ -139,12 +140,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     return Litestar(
-        route_handlers=[get_inbox, get_event, ack_event, ack_many, *health_handlers(_ready)],
+        route_handlers=[
+            get_inbox,
+            get_event,
+            ack_event,
+            ack_many,
+            *health_handlers(_ready),
+            openapi_handler(openapi.document()),
+        ],
         lifespan=[_lifespan(settings)],
         on_startup=[tune_gc],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=64 * 1024,
-        openapi_config=OpenAPIConfig(title="Triggers inbox API", version=VERSION),
+        openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )

@@ -15,7 +15,7 @@ MAX_ACK_IDS = 100
 class EventOut(msgspec.Struct, frozen=True):
     event_id: str
     event_type: str
-    payload: msgspec.Raw
+    payload: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object"})]
     received_at: str
     delivered: bool
     delivered_at: str | None

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, post
-from litestar.openapi import OpenAPIConfig
 
+from ingest_api import openapi
 from ingest_api.batcher import SqsBatcher
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
@@ -21,7 +21,6 @@ from shared.errors import AppError, RateLimited
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
-    VERSION,
     health_handlers,
     request_context_middleware,
     request_id_of,
@@ -30,6 +29,7 @@ from shared.http import (
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
 from shared.logging import configure_logging
+from shared.openapi import openapi_handler
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings, get_settings
 
@@ -154,12 +154,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
     return Litestar(
-        route_handlers=[post_event, post_batch, *health_handlers(_ready)],
+        route_handlers=[post_event, post_batch, *health_handlers(_ready), openapi_handler(openapi.document())],
         lifespan=[_lifespan(settings)],
         on_startup=[tune_gc],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Triggers ingest API", version=VERSION),
+        openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )

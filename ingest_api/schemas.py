@@ -11,18 +11,33 @@ from shared.errors import ErrorDetail
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["order.created"])]
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["order-1234"])]
 MAX_BATCH_EVENTS = 500
+Payload = Annotated[
+    msgspec.Raw,
+    msgspec.Meta(
+        description="The event itself: a JSON object of at most 256 KiB encoded.",
+        extra_json_schema={"type": "object", "examples": [{"order_id": 42, "total": 99.5}]},
+    ),
+]
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     event_type: EventType
     # Kept as the raw JSON bytes: validated as an object here, never re-encoded on the way.
-    payload: msgspec.Raw
+    payload: Payload
     idempotency_key: IdempotencyKey | None = None
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Each event is decoded on its own, so one bad event does not sink its neighbours.
-    events: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]
+    events: Annotated[
+        list[msgspec.Raw],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_BATCH_EVENTS,
+            description="1 to 500 events, each as in POST /events.",
+            extra_json_schema={"items": {"$ref": "#/components/schemas/EventIn"}},
+        ),
+    ]
 
 
 class Accepted(msgspec.Struct, frozen=True):

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import IO
 
 _PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 15.0
@@ -31,13 +32,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(args: Sequence[str], env: dict[str, str] | None = None, *, quiet: bool = False) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (Ctrl-C reaches only us, and we stop it in order)."""
+def spawn(
+    args: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    quiet: bool = False,
+    output: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (Ctrl-C reaches only us, and we stop it in order).
+
+    Its output goes to ``output`` if given, nowhere if ``quiet``, else where ours goes.
+    """
+    target: IO[bytes] | int | None = output if output is not None else (subprocess.DEVNULL if quiet else None)
     return subprocess.Popen(  # noqa: S603 - argv built by this module, never from user input
         list(args),
         env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL if quiet else None,
-        stderr=subprocess.DEVNULL if quiet else None,
+        stdout=target,
+        stderr=target,
         start_new_session=True,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet at spawn
     )
@@ -78,7 +89,7 @@ def start_moto(host: str = "127.0.0.1", port: int | None = None) -> tuple[subpro
     """Run moto's server (SQS and DynamoDB on one port) as a child; its endpoint URL."""
     port = port or free_port(host)
     process = spawn(
-        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        [sys.executable, "-m", "shared.local_aws", "-H", host, "-p", str(port)],
         quiet=True,  # one access-log line per AWS call would drown the services' logs
     )
     endpoint = f"http://{host}:{port}"

@@ -37,6 +37,7 @@ class Stack:
 
     settings: Settings
     env: dict[str, str]
+    logs: Path  # each service writes its log lines to <logs>/<part>-<port>.log
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,7 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
         "TRIGGERS_WRITER_RECEIVERS": "2",
         "TRIGGERS_WRITER_SHUTDOWN_GRACE_S": "5",
         "TRIGGERS_STATE_DIR": str(tmp_path_factory.mktemp("state")),
-        "TRIGGERS_LOG_LEVEL": "WARNING",
+        "TRIGGERS_LOG_LEVEL": "INFO",
     }
     settings = settings_from_env(env)
 
@@ -66,7 +67,9 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
             await ensure_resources(settings, clients)
 
     asyncio.run(init())
-    return Stack(settings, env)
+    logs = Path(os.environ.get("TRIGGERS_TEST_LOGS") or tmp_path_factory.mktemp("logs"))
+    logs.mkdir(parents=True, exist_ok=True)
+    return Stack(settings, env, logs)
 
 
 def run_triggers(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -92,7 +95,9 @@ def start_service(stack: Stack, part: str, extra_env: dict[str, str] | None = No
     args = [sys.executable, "-m", "shared.cli", "run", part]
     if part != "writer":
         args += ["--port", str(port)]
-    process = processes.spawn(args, {**stack.env, **(extra_env or {})})
+    log = (stack.logs / f"{part}-{port}.log").open("ab")
+    process = processes.spawn(args, {**stack.env, **(extra_env or {})}, output=log)
+    log.close()  # the child holds its own descriptor
     url = f"http://127.0.0.1:{port}"
     if part != "writer":
         processes.wait_http(f"{url}/status", SERVICE_START_TIMEOUT_S, process)

@@ -135,3 +135,25 @@ def test_unknown_event_id_gets_404(http: httpx.Client, inbox: Service, api_key: 
     for event_id in ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "not-an-id"):
         assert http.get(f"{inbox.url}/events/{event_id}", headers=api_key.headers).status_code == 404
         assert http.delete(f"{inbox.url}/events/{event_id}", headers=api_key.headers).status_code == 404
+
+
+def test_body_just_under_512_kib_is_accepted(http: httpx.Client, ingest: Service, api_key: ApiKey) -> None:
+    event = b'{"event_type": "padded", "payload": {"a": 1}}'
+    padded = event[:-1] + b" " * (512 * 1024 - len(event)) + b"}"
+    assert len(padded) == 512 * 1024
+    assert post_raw(http, ingest, api_key, padded).status_code == 202
+
+
+def test_batch_body_limit_is_5_mib(http: httpx.Client, ingest: Service, api_key: ApiKey) -> None:
+    body = b'{"events": [{"event_type": "x", "payload": {}}]}'
+    under = body[:-1] + b" " * (5 * 1024 * 1024 - len(body)) + b"}"
+    over = under[:-1] + b" }"
+    assert post_raw(http, ingest, api_key, under, "/events/batch").status_code == 202
+    assert post_raw(http, ingest, api_key, over, "/events/batch").status_code == 413
+
+
+def test_conflicting_idempotency_keys_get_400(http: httpx.Client, ingest: Service, api_key: ApiKey) -> None:
+    body = b'{"event_type": "x", "payload": {}, "idempotency_key": "a"}'
+    response = post_raw(http, ingest, api_key, body, **{"Idempotency-Key": "b"})
+    assert response.status_code == 400
+    assert response.json()["details"][0]["field"] == "$.idempotency_key"
