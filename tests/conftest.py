@@ -72,6 +72,27 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
     return Stack(settings, env, logs)
 
 
+def private_stack(stack: Stack, **overrides: str) -> Stack:
+    """Queues and tables of a test's own (new prefix) on the session's moto server.
+
+    For tests that kill, break or flood writers: they must not disturb the session's.
+    ``overrides`` are settings by field name, e.g. ``queue_max_receive_count="2"``.
+    """
+    env = {
+        **stack.env,
+        "TRIGGERS_RESOURCE_PREFIX": f"p{uuid.uuid4().hex[:8]}",
+        **{f"TRIGGERS_{name.upper()}": value for name, value in overrides.items()},
+    }
+    settings = settings_from_env(env)
+
+    async def init() -> None:
+        async with open_clients(settings) as clients:
+            await ensure_resources(settings, clients)
+
+    asyncio.run(init())
+    return Stack(settings, env, stack.logs)
+
+
 def run_triggers(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the `triggers` CLI against the test stack, as an operator would."""
     return subprocess.run(

@@ -26,6 +26,7 @@ async def run_writer(settings: Settings) -> None:
             receivers=settings.writer_receivers,
             wait_time_s=settings.writer_wait_time_s,
             shutdown_grace_s=settings.writer_shutdown_grace_s,
+            visibility_timeout_s=settings.queue_visibility_timeout_s,
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -18,6 +18,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
+from writer_worker.dead_letters import DeadLetters
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 
 log = structlog.get_logger()
@@ -29,7 +30,9 @@ RETRY_BASE_DELAY_S = 1
 RETRY_MAX_DELAY_S = 60
 # After a receive error (endpoint down), a receiver pauses this long before polling again.
 RECEIVE_ERROR_PAUSE_S = 1.0
-FAILURE_REASON_ATTRIBUTE = "failure_reason"
+# A batch that is still being written keeps its messages hidden: every third of the
+# visibility timeout, their timeout is renewed, so they never reappear mid-write.
+HEARTBEAT_FRACTION = 1 / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +51,13 @@ class Worker:
         receivers: int,
         wait_time_s: int,
         shutdown_grace_s: float,
+        visibility_timeout_s: int,
     ) -> None:
         self._sqs = sqs
         self._urls = urls
         self._processor = processor
+        self._dead_letters = DeadLetters(sqs, urls.dead_letters)
+        self._visibility_s = visibility_timeout_s
         self._receivers = receivers
         self._wait_time_s = wait_time_s
         self._grace_s = shutdown_grace_s
@@ -83,8 +89,13 @@ class Worker:
     async def _receive_loop(self) -> None:
         while not self._stopping.is_set():
             messages = await self._receive()
-            if messages:
+            if not messages:
+                continue
+            try:
                 await self._handle(messages)
+            except Exception:
+                # Its messages were not deleted: they come back after the visibility timeout.
+                log.exception("batch_failed", messages=len(messages))
 
     async def _receive(self) -> list[dict[str, Any]]:
         """One long poll, abandoned as soon as shutdown starts."""
@@ -112,6 +123,7 @@ class Worker:
     async def _handle(self, messages: list[dict[str, Any]]) -> None:
         handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
         self._in_flight.update({h: i for i, h in handles.items()})
+        cancelled = False
         try:
             received = [
                 Received(
@@ -121,39 +133,39 @@ class Worker:
                 )
                 for m in messages
             ]
-            results = await self._processor.process(received)
+            heartbeat = asyncio.create_task(self._keep_hidden(list(handles.values())))
+            try:
+                results = await self._processor.process(received)
+            finally:
+                heartbeat.cancel()
             await self._settle(received, results, handles)
+        except asyncio.CancelledError:
+            cancelled = True  # shutdown ran out of time: run() gives these messages back
+            raise
         finally:
-            for handle in handles.values():
-                self._in_flight.pop(handle, None)
+            if not cancelled:
+                for handle in handles.values():
+                    self._in_flight.pop(handle, None)
+
+    async def _keep_hidden(self, handles: list[str]) -> None:
+        """Renew the visibility timeout of a batch for as long as it is being processed."""
+        while True:
+            await asyncio.sleep(self._visibility_s * HEARTBEAT_FRACTION)
+            await self._change_visibility(handles, self._visibility_s)
+            self.totals["visibility_extended"] += 1
 
     async def _settle(self, received: list[Received], results: list[MessageResult], handles: dict[str, str]) -> None:
         by_id = {m.message_id: m for m in received}
         done = [r.message_id for r in results if r.disposition is Disposition.DONE]
         for result in results:
             self.totals[result.disposition.value] += 1
-            if result.disposition is Disposition.POISON and await self._dead_letter(by_id[result.message_id], result):
+            if result.disposition is Disposition.POISON and await self._dead_letters.send(
+                by_id[result.message_id], result
+            ):
                 done.append(result.message_id)
             elif result.disposition is Disposition.RETRY:
                 await self._retry_later(handles[result.message_id], by_id[result.message_id].receive_count)
         await self._delete([handles[i] for i in done])
-
-    async def _dead_letter(self, message: Received, result: MessageResult) -> bool:
-        """Move a poison message to the DLQ with its reason; False if that failed (it stays)."""
-        try:
-            await self._sqs.send_message(
-                QueueUrl=self._urls.dead_letters,
-                MessageBody=message.body,
-                MessageAttributes={
-                    FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": result.reason[:1000]},
-                    "source_message_id": {"DataType": "String", "StringValue": message.message_id},
-                },
-            )
-        except (BotoCoreError, ClientError) as exc:
-            log.warning("dead_letter_failed", message_id=message.message_id, error=type(exc).__name__)
-            return False
-        log.warning("dead_lettered", message_id=message.message_id, reason=result.reason[:200])
-        return True
 
     async def _retry_later(self, handle: str, receive_count: int) -> None:
         delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** max(0, receive_count - 1))
@@ -178,9 +190,14 @@ class Worker:
     async def _release_in_flight(self) -> int:
         """Give unfinished messages back to the queue now rather than after their timeout."""
         handles = list(self._in_flight)
+        await self._change_visibility(handles, 0)
+        return len(handles)
+
+    async def _change_visibility(self, handles: list[str], timeout_s: int) -> None:
         for start in range(0, len(handles), SQS_BATCH):
             chunk = handles[start : start + SQS_BATCH]
-            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)]
-            with contextlib.suppress(BotoCoreError, ClientError):
+            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout_s} for i, h in enumerate(chunk)]
+            try:
                 await self._sqs.change_message_visibility_batch(QueueUrl=self._urls.events, Entries=entries)  # type: ignore[arg-type]
-        return len(handles)
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("visibility_change_failed", error=type(exc).__name__, messages=len(chunk))

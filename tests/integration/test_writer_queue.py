@@ -15,7 +15,7 @@ from shared.envelope import QueuedEvent, encode_message
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
 from tests.conftest import Stack
-from writer_worker.worker import FAILURE_REASON_ATTRIBUTE
+from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.usefixtures("writer")
 DEADLINE_S = 20.0

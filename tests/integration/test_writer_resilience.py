@@ -1,0 +1,158 @@
+"""The writer through outages, kills and concurrency: every event stored exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import httpx
+
+from inbox_api.store import InboxStore
+from shared import processes
+from shared.aws import open_clients
+from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, start_service, wait_until
+
+DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
+BROKEN_DYNAMODB = {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
+
+
+def queue_counts(stack: Stack, queue: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue of ``stack``."""
+
+    async def read() -> tuple[int, int]:
+        async with open_clients(stack.settings) as clients:
+            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+            attributes = (
+                await clients.sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )
+            )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    return asyncio.run(read())
+
+
+def inbox_ids(stack: Stack, account_id: str) -> tuple[int, list[str]]:
+    """The exact undelivered count and every undelivered event id, paged from the index."""
+
+    async def read() -> tuple[int, list[str]]:
+        async with open_clients(stack.settings) as clients:
+            store = InboxStore(clients.dynamodb, stack.settings)
+            ids: list[str] = []
+            after = None
+            while True:
+                events, more = await store.page(account_id, None, False, 200, after)
+                ids += [e.event_id for e in events]
+                if not more:
+                    return await store.count(account_id, None), ids
+                after = events[-1].event_id
+
+    return asyncio.run(read())
+
+
+def send_batches(ingest: Service, key: ApiKey, events: list[dict[str, Any]]) -> list[str]:
+    ids = []
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, len(events), 100):
+            response = client.post(
+                f"{ingest.url}/events/batch", json={"events": events[start : start + 100]}, headers=key.headers
+            )
+            assert response.status_code == 202, response.text
+            ids += [r["event_id"] for r in response.json()["results"]]
+    return ids
+
+
+def test_dynamodb_down_deletes_nothing_and_events_are_stored_once_it_returns(stack: Stack) -> None:
+    own = private_stack(stack, queue_visibility_timeout_s="5")
+    key = make_key(own)
+    ingest = start_service(own, "ingest")
+    broken = start_service(
+        own, "writer", {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
+    )
+    try:
+        ids = send_batches(ingest, key, [{"event_type": "outage", "payload": {"i": i}} for i in range(20)])
+        time.sleep(3)  # the broken writer receives and fails, several times over
+        visible, in_flight = queue_counts(own, own.settings.events_queue)
+        assert visible + in_flight >= 1  # nothing was deleted
+        assert inbox_ids(own, key.account_id) == (0, [])
+        processes.stop([broken.process])
+
+        healed = start_service(own, "writer")
+        try:
+            assert wait_until(lambda: inbox_ids(own, key.account_id)[0] == 20, timeout_s=30)
+            count, stored = inbox_ids(own, key.account_id)
+            assert count == 20
+            assert sorted(stored) == sorted(ids)
+            assert wait_until(lambda: queue_counts(own, own.settings.events_queue) == (0, 0), timeout_s=20)
+        finally:
+            processes.stop([healed.process])
+    finally:
+        processes.stop([ingest.process, broken.process])
+
+
+def test_a_message_that_keeps_failing_reaches_the_dlq_after_max_receives(stack: Stack) -> None:
+    own = private_stack(stack, queue_max_receive_count="2", queue_visibility_timeout_s="5")
+    key = make_key(own)
+    ingest = start_service(own, "ingest")
+    broken = start_service(
+        own, "writer", {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
+    )
+    try:
+        send_batches(ingest, key, [{"event_type": "doomed", "payload": {}}])
+        assert wait_until(lambda: queue_counts(own, own.settings.dead_letter_queue)[0] == 1, timeout_s=40)
+        assert queue_counts(own, own.settings.events_queue) == (0, 0)
+    finally:
+        processes.stop([ingest.process, broken.process])
+
+
+def test_writers_killed_mid_batch_lose_nothing_and_double_nothing(stack: Stack) -> None:
+    own = private_stack(stack, queue_visibility_timeout_s="3", writer_receivers="4")
+    key = make_key(own)
+    ingest = start_service(own, "ingest")
+    writer = start_service(own, "writer")
+    kills = 0
+    try:
+        events = [{"event_type": "kill", "payload": {"i": i}} for i in range(2000)]
+        ids: list[str] = []
+        for start in range(0, len(events), 500):
+            ids += send_batches(ingest, key, events[start : start + 500])
+            time.sleep(0.5)
+            writer.process.send_signal(signal.SIGKILL)
+            writer.process.wait()
+            kills += 1
+            writer = start_service(own, "writer")
+        assert kills == 4
+        assert len(set(ids)) == 2000
+        assert wait_until(lambda: inbox_ids(own, key.account_id)[0] == 2000, timeout_s=90)
+        assert wait_until(lambda: queue_counts(own, own.settings.events_queue) == (0, 0), timeout_s=30)
+        count, stored = inbox_ids(own, key.account_id)
+        assert count == 2000
+        assert len(stored) == 2000
+        assert set(stored) == set(ids)
+    finally:
+        processes.stop([ingest.process, writer.process])
+
+
+def test_two_writers_on_one_queue_store_a_mixed_stream_exactly(stack: Stack) -> None:
+    own = private_stack(stack)
+    key = make_key(own)
+    ingest = start_service(own, "ingest")
+    writers = [start_service(own, "writer"), start_service(own, "writer")]
+    try:
+        unique = [{"event_type": "mix", "payload": {"i": i}, "idempotency_key": f"k{i}"} for i in range(150)]
+        copies = [{"event_type": "mix", "payload": {"copy": i}, "idempotency_key": f"k{i}"} for i in range(0, 150, 2)]
+        same_payload = [{"event_type": "mix", "payload": {"i": i}} for i in range(50)] * 2
+        ids = send_batches(ingest, key, unique + copies + same_payload)
+        expected = 150 + 50
+        assert wait_until(lambda: inbox_ids(own, key.account_id)[0] == expected, timeout_s=60)
+        assert wait_until(lambda: queue_counts(own, own.settings.events_queue) == (0, 0), timeout_s=30)
+        count, stored = inbox_ids(own, key.account_id)
+        assert count == expected
+        assert len(stored) == expected
+        assert set(stored) <= set(ids)
+        assert set(ids[:150]) <= set(stored)  # the keyed originals were sent first, in their own batches
+    finally:
+        processes.stop([ingest.process, *(w.process for w in writers)])

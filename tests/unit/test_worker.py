@@ -1,0 +1,101 @@
+"""The long-running worker's lifecycle: heartbeats for slow batches, bounded graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from writer_worker.processor import Disposition, MessageResult, Received
+from writer_worker.worker import QueueUrls, Worker
+
+
+class FakeSqs:
+    """Hands out one batch, then long-polls forever; records visibility changes and deletes."""
+
+    def __init__(self, count: int) -> None:
+        self.batch = [
+            {
+                "MessageId": f"m{i}",
+                "ReceiptHandle": f"h{i}",
+                "Body": "{}",
+                "Attributes": {"ApproximateReceiveCount": "1"},
+            }
+            for i in range(count)
+        ]
+        self.visibility: list[list[tuple[str, int]]] = []
+        self.deleted: list[str] = []
+
+    async def receive_message(self, **_: Any) -> dict[str, Any]:
+        if self.batch:
+            batch, self.batch = self.batch, []
+            return {"Messages": batch}
+        await asyncio.sleep(3600)
+        return {}
+
+    async def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.visibility.append([(e["ReceiptHandle"], e["VisibilityTimeout"]) for e in Entries])
+        return {"Successful": [], "Failed": []}
+
+    async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.deleted += [e["ReceiptHandle"] for e in Entries]
+        return {"Successful": [], "Failed": []}
+
+
+class SlowProcessor:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def process(self, messages: list[Received]) -> list[MessageResult]:
+        await asyncio.sleep(self.seconds)
+        return [MessageResult(m.message_id, Disposition.DONE) for m in messages]
+
+
+def worker(sqs: FakeSqs, processor: SlowProcessor, *, grace_s: float, visibility_s: int) -> Worker:
+    return Worker(
+        sqs,  # type: ignore[arg-type]
+        QueueUrls("events", "dlq"),
+        processor,  # type: ignore[arg-type]
+        receivers=1,
+        wait_time_s=20,
+        shutdown_grace_s=grace_s,
+        visibility_timeout_s=visibility_s,
+    )
+
+
+async def test_a_slow_batch_keeps_its_messages_hidden_until_it_is_stored() -> None:
+    sqs = FakeSqs(3)
+    running = worker(sqs, SlowProcessor(1.2), grace_s=5, visibility_s=1)
+    task = asyncio.create_task(running.run())
+    await asyncio.sleep(1.5)
+    running.stop()
+    await task
+    assert len(sqs.visibility) >= 2  # renewed every third of the timeout while it ran
+    assert all(entries == [("h0", 1), ("h1", 1), ("h2", 1)] for entries in sqs.visibility)
+    assert sorted(sqs.deleted) == ["h0", "h1", "h2"]
+
+
+async def test_shutdown_waits_within_its_bound_then_gives_messages_back() -> None:
+    sqs = FakeSqs(2)
+    running = worker(sqs, SlowProcessor(60), grace_s=0.3, visibility_s=30)
+    task = asyncio.create_task(running.run())
+    await asyncio.sleep(0.1)
+    with capture_logs() as logs:
+        running.stop()
+        await asyncio.wait_for(task, timeout=5)
+    assert sqs.visibility[-1] == [("h0", 0), ("h1", 0)]  # visible again at once
+    assert sqs.deleted == []
+    (summary,) = [entry for entry in logs if entry["event"] == "writer_stopped"]
+    assert summary["unfinished_batches"] == 1
+    assert summary["released_messages"] == 2
+
+
+async def test_shutdown_lets_a_batch_that_finishes_in_time_complete() -> None:
+    sqs = FakeSqs(1)
+    running = worker(sqs, SlowProcessor(0.3), grace_s=5, visibility_s=30)
+    task = asyncio.create_task(running.run())
+    await asyncio.sleep(0.1)
+    running.stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert sqs.deleted == ["h0"]
