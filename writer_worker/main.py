@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import uvloop
+
 from shared.aws import open_clients
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -36,4 +38,4 @@ async def run_writer(settings: Settings) -> None:
 
 def main(settings: Settings) -> None:
     configure_logging(settings.log_level, json=settings.log_json)
-    asyncio.run(run_writer(settings))
+    uvloop.run(run_writer(settings))

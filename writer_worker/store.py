@@ -30,9 +30,10 @@ from shared.storage.layout import counter_id, dedup_id, inbox_pk, inbox_type_pk
 
 log = structlog.get_logger()
 
-# TransactWriteItems takes 100 items and 4 MB. A group of 25 events needs at most
-# 25 x 2 + 1 + 25 = 76 items; the byte budget keeps large payloads under the size limit.
-GROUP_MAX_EVENTS = 25
+# TransactWriteItems takes 100 items and 4 MB. A group holds as many events as fit: two
+# items per event (event, claim), one counter update per account and per (account, type);
+# the byte budget keeps large payloads under the size limit.
+TRANSACTION_MAX_ITEMS = 100
 GROUP_MAX_BYTES = 3 * 1024 * 1024
 # Transactions cancelled by a conflict (two writers touching one counter shard at once) are
 # retried this many times, after a jittered pause growing from the base.
@@ -109,7 +110,7 @@ class EventWriter:
         self, pending: list[_Claimed], reasons: list[dict[str, Any]], results: dict[str, EventResult]
     ) -> list[_Claimed]:
         """Settle the events whose conditions failed; return those to write again."""
-        again = []
+        again, duplicates = [], []
         for index, claimed in enumerate(pending):
             event = claimed.event
             stored_reason = reasons[2 * index] if 2 * index < len(reasons) else {}
@@ -118,36 +119,65 @@ class EventWriter:
                 results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
             elif claim_reason.get("Code") == "ConditionalCheckFailed":
                 original = claim_reason.get("Item", {}).get("event_id", {}).get("S", "")
-                results[event.event_id] = await self._duplicate(event, original)
+                if original in ("", event.event_id):
+                    results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
+                else:
+                    duplicates.append((event, original))
             elif "ValidationError" in (stored_reason.get("Code"), claim_reason.get("Code")):
                 reason = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
                 results[event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
             else:
                 again.append(claimed)
+        for start in range(0, len(duplicates), TRANSACTION_MAX_ITEMS):
+            await self._write_aliases(duplicates[start : start + TRANSACTION_MAX_ITEMS], results)
         return again
 
-    async def _duplicate(self, event: QueuedEvent, original_id: str) -> EventResult:
-        """Point the duplicate's id at the original, so GET /events/{duplicate id} finds it."""
-        if original_id in ("", event.event_id):
-            return EventResult(Outcome.ALREADY_STORED)
-        try:
-            await self._client.put_item(
-                TableName=self._events_table,
-                Item={
+    async def _write_aliases(self, duplicates: list[tuple[QueuedEvent, str]], results: dict[str, EventResult]) -> None:
+        """Point each duplicate's id at its original, so GET /events/{duplicate id} finds it.
+
+        One transaction for up to 100 aliases; an alias that already exists (the duplicate was
+        delivered again) keeps its first target.
+        """
+        pending = duplicates
+        for attempt in range(CONFLICT_ATTEMPTS):
+            try:
+                items: list[Any] = [self._alias_put(e, o) for e, o in pending]
+                await self._client.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    break
+                reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
+                existing = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+                for index in existing:
+                    event, original = pending[index]
+                    results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
+                pending = [d for i, d in enumerate(pending) if i not in existing]
+                if not pending:
+                    return
+                await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_BASE_S * 2**attempt))
+            except BotoCoreError:
+                break
+            else:
+                for event, original in pending:
+                    results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
+                return
+        for event, _ in pending:
+            results[event.event_id] = EventResult(Outcome.RETRY, reason="alias not written")
+
+    def _alias_put(self, event: QueuedEvent, original_id: str) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self._events_table,
+                "Item": {
                     "account_id": {"S": event.account_id},
                     "event_id": {"S": event.event_id},
                     "alias_of": {"S": original_id},
                     "received_at_us": {"N": str(event.received_at_us)},
                     "expires_at": {"N": str(event.received_at_us // _US + self._retention_s)},
                 },
-                ConditionExpression="attribute_not_exists(event_id)",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                return EventResult(Outcome.RETRY, reason=exc.response["Error"]["Code"])
-        except BotoCoreError as exc:
-            return EventResult(Outcome.RETRY, reason=type(exc).__name__)
-        return EventResult(Outcome.DUPLICATE, original_id=original_id)
+                "ConditionExpression": "attribute_not_exists(event_id)",
+            }
+        }
 
     def _transaction(self, claims: list[_Claimed]) -> list[Any]:
         items: list[Any] = []
@@ -240,14 +270,21 @@ def _rounds(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
 
 
 def _groups(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
+    """Fill each transaction as far as its item and byte limits allow."""
     group: list[_Claimed] = []
+    counters: set[tuple[str, str]] = set()
     size = 0
-    for event in events:
-        event_size = len(event.event.payload) + 512
-        if group and (len(group) == GROUP_MAX_EVENTS or size + event_size > GROUP_MAX_BYTES):
+    for claimed in events:
+        event = claimed.event
+        event_size = len(event.payload) + 512
+        new_counters = {(event.account_id, ""), (event.account_id, event.event_type)} - counters
+        items = 2 * (len(group) + 1) + len(counters) + len(new_counters)
+        if group and (items > TRANSACTION_MAX_ITEMS or size + event_size > GROUP_MAX_BYTES):
             yield group
-            group, size = [], 0
-        group.append(event)
+            group, counters, size = [], set(), 0
+            new_counters = {(event.account_id, ""), (event.account_id, event.event_type)}
+        group.append(claimed)
+        counters |= new_counters
         size += event_size
     if group:
         yield group

@@ -18,6 +18,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
+from shared.aws import AWS_REQUESTS
 from writer_worker.dead_letters import DeadLetters
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 
@@ -83,7 +84,8 @@ class Worker:
             uptime_s=round(time.monotonic() - started, 1),
             unfinished_batches=len(unfinished),
             released_messages=released,
-            **dict(self.totals),
+            messages=dict(self.totals),
+            aws_requests=dict(AWS_REQUESTS),
         )
 
     async def _receive_loop(self) -> None:
