@@ -171,9 +171,11 @@ def measure(quick: bool) -> dict[str, Any]:
         rig.children.append(ingest)
         url = f"http://127.0.0.1:{port}/events"
         assert _post_ok(url, SINGLE, rig.headers) == 202  # warms the key cache (one bcrypt)
-        results["single"] = _throughput(rig, ingest.pid, url, SINGLE, 1, connections=256)
+        results["single"] = _throughput(rig, ingest.pid, url, SINGLE, events_per_request=1, connections=256)
         results["half_load"] = _latency(rig, url, results["single"]["events_per_s"]["median"] / 2)
-        results["batch"] = _throughput(rig, ingest.pid, f"{url}/batch", BATCH, BATCH_EVENTS, connections=16)
+        results["batch"] = _throughput(
+            rig, ingest.pid, f"{url}/batch", BATCH, events_per_request=BATCH_EVENTS, connections=16
+        )
     finally:
         processes.stop(rig.children)
     return results

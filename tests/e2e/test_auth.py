@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -114,3 +115,52 @@ def test_status_answers_without_authentication(http: httpx.Client, ingest: Servi
         assert body["version"]
         assert body["uptime_seconds"] >= 0
         assert http.get(f"{service.url}/ready").status_code == 200
+
+
+def test_a_cursor_works_only_for_the_account_and_query_it_was_made_for(
+    http: httpx.Client, ingest: Service, inbox: Service, key_factory: Callable[..., ApiKey]
+) -> None:
+    alice, bob = key_factory(), key_factory()
+    events = [{"event_type": "cur", "payload": {"i": i}} for i in range(3)]
+    assert http.post(f"{ingest.url}/events/batch", json={"events": events}, headers=alice.headers).status_code == 202
+    assert wait_until(lambda: http.get(f"{inbox.url}/inbox", headers=alice.headers).json()["total_undelivered"] == 3)
+    cursor = http.get(f"{inbox.url}/inbox", params={"limit": 1}, headers=alice.headers).json()["next_cursor"]
+    assert cursor
+    assert http.get(f"{inbox.url}/inbox", params={"cursor": cursor}, headers=alice.headers).status_code == 200
+    for headers, params in (
+        (bob.headers, {"cursor": cursor}),
+        (alice.headers, {"cursor": cursor, "event_type": "cur"}),
+        (alice.headers, {"cursor": cursor, "order": "desc"}),
+        (alice.headers, {"cursor": cursor[:-2]}),
+    ):
+        response = http.get(f"{inbox.url}/inbox", params=params, headers=headers)
+        assert response.status_code == 400
+        assert response.json()["error_code"] == "INVALID_CURSOR"
+
+
+def test_concurrent_acknowledgements_from_two_clients_keep_the_count_exact(
+    http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
+) -> None:
+    events = [{"event_type": "race", "payload": {"i": i}} for i in range(10)]
+    results = http.post(f"{ingest.url}/events/batch", json={"events": events}, headers=api_key.headers).json()
+    ids = [r["event_id"] for r in results["results"]]
+    assert wait_until(lambda: http.get(f"{inbox.url}/inbox", headers=api_key.headers).json()["total_undelivered"] == 10)
+
+    def ack_all(_: int) -> list[int]:
+        with httpx.Client(timeout=10) as own:
+            single = [own.delete(f"{inbox.url}/events/{i}", headers=api_key.headers).status_code for i in ids[:5]]
+            bulk = own.post(f"{inbox.url}/inbox/ack", json={"event_ids": ids[5:]}, headers=api_key.headers)
+            return [*single, bulk.status_code]
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = [s for answer in pool.map(ack_all, range(2)) for s in answer]
+    assert set(statuses) <= {200, 204}
+    page = http.get(f"{inbox.url}/inbox", headers=api_key.headers).json()
+    assert page["total_undelivered"] == 0
+    assert page["events"] == []
+    assert (
+        http.get(f"{inbox.url}/inbox", params={"event_type": "race"}, headers=api_key.headers).json()[
+            "total_undelivered"
+        ]
+        == 0
+    )
