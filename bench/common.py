@@ -72,17 +72,17 @@ def rss_mib(pid: int) -> float:
 
 
 _LUA_TEMPLATE = """
-wrk.method = "POST"
-wrk.body = [==[{body}]==]
+wrk.method = "{method}"
+{body}
 {headers}
 {delay}
 done = function(summary, latency, requests)
   local out = io.open("{out}", "w")
   out:write(string.format('{{"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, '
-    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}}',
+    .. '"p50_us": %d, "p90_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d}}',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+    latency:percentile(50), latency:percentile(90), latency:percentile(95), latency:percentile(99), latency.max))
   out:close()
 end
 """
@@ -96,6 +96,7 @@ class WrkResult:
     errors: int
     p50_ms: float
     p90_ms: float
+    p95_ms: float
     p99_ms: float
 
     @property
@@ -111,13 +112,15 @@ def run_wrk(
     connections: int,
     seconds: float,
     delay_ms: float | None = None,
+    method: str = "POST",
 ) -> WrkResult:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         script = Path(tmp) / "script.lua"
         lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         delay = f"function delay() return {delay_ms} end" if delay_ms else ""
-        script.write_text(_LUA_TEMPLATE.format(body=body.decode(), headers=lua_headers, delay=delay, out=out))
+        lua_body = f"wrk.body = [==[{body.decode()}]==]" if body else ""
+        script.write_text(_LUA_TEMPLATE.format(method=method, body=lua_body, headers=lua_headers, delay=delay, out=out))
         subprocess.run(
             pinned(
                 LOAD_CPU,
@@ -134,6 +137,7 @@ def run_wrk(
         errors=data["errors"],
         p50_ms=data["p50_us"] / 1000,
         p90_ms=data["p90_us"] / 1000,
+        p95_ms=data["p95_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
     )
 
