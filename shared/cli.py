@@ -16,6 +16,7 @@ import msgspec
 
 from shared import embedded, processes
 from shared.aws import AwsClients, open_clients
+from shared.dlq import DeadLetterQueue, ReplayFilter, ReplayReport
 from shared.errors import KeyNotFound
 from shared.key_admin import create_key, new_account_id
 from shared.key_store import DynamoKeyStore
@@ -328,6 +329,115 @@ def keys_set_rate_limit(key_id: str, per_minute: int, as_json: bool) -> None:
 def keys_set_scopes(key_id: str, scopes: tuple[str, ...], as_json: bool) -> None:
     """Replace a key's scopes."""
     _update(key_id, as_json, scopes=frozenset(Scope(s) for s in scopes))
+
+
+# --- dead letters and stats ---------------------------------------------------------------
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and replay the dead-letter queue."""
+
+
+@dlq.command("count")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_count(as_json: bool) -> None:
+    """How many messages wait in the dead-letter queue."""
+    settings = get_settings()
+    depth = _with_clients(settings, lambda c: DeadLetterQueue(c, settings).depth())
+    click.echo(
+        msgspec.json.encode(depth).decode()
+        if as_json
+        else f"{depth['visible']} dead letters ({depth['in_flight']} held)"
+    )
+
+
+@dlq.command("peek")
+@click.option("--max", "limit", type=click.IntRange(1, 1000), default=10, show_default=True, help="Messages to show.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object a line).")
+def dlq_peek(limit: int, as_json: bool) -> None:
+    """Show dead letters with their reason, leaving them in place."""
+    settings = get_settings()
+    letters = _with_clients(settings, lambda c: DeadLetterQueue(c, settings).peek(limit))
+    for letter in letters:
+        summary = letter.summary()
+        if as_json:
+            click.echo(msgspec.json.encode(summary).decode())
+        else:
+            types = ",".join(summary["event_types"]) or "-"
+            click.echo(f"{summary['message_id']}  {summary['events']} events  {types}  age {summary['age_s']} s")
+            click.echo(f"    reason: {summary['reason']}")
+    if not letters and not as_json:
+        click.echo("the dead-letter queue is empty")
+
+
+@dlq.command("replay")
+@click.option("--event-type", help="Only messages holding an event of this type.")
+@click.option("--older-than", type=click.FloatRange(0), help="Only events received more than this many seconds ago.")
+@click.option("--newer-than", type=click.FloatRange(0), help="Only events received less than this many seconds ago.")
+@click.option("--max", "limit", type=click.IntRange(1), default=10_000, show_default=True, help="Messages to look at.")
+@click.option("--dry-run", is_flag=True, help="Say what would happen; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_replay(  # noqa: PLR0917 - click passes each option as a parameter
+    event_type: str | None,
+    older_than: float | None,
+    newer_than: float | None,
+    limit: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Send dead letters back to the events queue; replaying twice never duplicates an event.
+
+    Outcome per message: replayed, would_replay (dry run), duplicate (already stored:
+    removed without resending), invalid (undecodable: left in place), skipped (filtered out).
+    """
+    settings = get_settings()
+    chosen = ReplayFilter(event_type=event_type, older_than_s=older_than, newer_than_s=newer_than)
+
+    async def replay(clients: AwsClients) -> ReplayReport:
+        queue = DeadLetterQueue(clients, settings)
+        total = min(limit, (await queue.depth())["visible"])
+        with click.progressbar(length=total, label="replaying", file=sys.stderr, hidden=as_json) as bar:
+            return await queue.replay(chosen, limit=limit, dry_run=dry_run, progress=bar.update)
+
+    report = _with_clients(settings, replay)
+    if as_json:
+        click.echo(msgspec.json.encode({"outcomes": report.outcomes, "counts": report.counts()}).decode())
+    else:
+        for message_id, outcome in report.outcomes.items():
+            click.echo(f"{message_id}  {outcome}")
+        click.echo("  ".join(f"{name}: {count}" for name, count in report.counts().items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(as_json: bool) -> None:
+    """Queue depth, messages in flight, dead letters, age of the oldest dead letter.
+
+    The age of the oldest message of the events queue is a CloudWatch metric
+    (ApproximateAgeOfOldestMessage), not something SQS answers: see docs/operations.md.
+    """
+    settings = get_settings()
+
+    async def collect(clients: AwsClients) -> dict[str, Any]:
+        queue = DeadLetterQueue(clients, settings)
+        events = await queue.depth(settings.events_queue)
+        dead = await queue.depth()
+        oldest = max((d.summary()["age_s"] for d in await queue.peek(10)), default=None)
+        return {
+            "queue_visible": events["visible"],
+            "queue_in_flight": events["in_flight"],
+            "queue_delayed": events["delayed"],
+            "dlq_visible": dead["visible"],
+            "dlq_oldest_age_s_of_10_sampled": oldest,
+        }
+
+    figures = _with_clients(settings, collect)
+    if as_json:
+        click.echo(msgspec.json.encode(figures).decode())
+    else:
+        for name, value in figures.items():
+            click.echo(f"{name:32} {value}")
 
 
 if __name__ == "__main__":

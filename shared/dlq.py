@@ -1,0 +1,225 @@
+"""Inspecting and replaying the dead-letter queue, without StartMessageMoveTask.
+
+Replay receives from the DLQ, sends each chosen message back to the events queue, and only
+then deletes it from the DLQ: a crash between the two leaves a copy in both, which the
+writer's deduplication makes harmless. A message whose events are all stored already is
+not sent again ("duplicate"); one that cannot be decoded stays in the DLQ ("invalid").
+Works the same on AWS, LocalStack and moto (moto lacks the move-task API).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from shared.aws import AwsClients
+from shared.envelope import QueueMessage, decode_message
+from shared.settings import Settings
+
+SQS_BATCH = 10
+# How long a message received for inspection or replay stays hidden from other readers.
+HOLD_S = 60
+
+
+class Outcome(enum.StrEnum):
+    REPLAYED = "replayed"
+    WOULD_REPLAY = "would_replay"  # --dry-run
+    DUPLICATE = "duplicate"  # every event is in the inbox already: removed, not resent
+    INVALID = "invalid"  # cannot be decoded: left in the DLQ
+    SKIPPED = "skipped"  # did not match the filter: left in the DLQ
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    receipt_handle: str
+    body: str
+    reason: str
+    sent_at_s: float
+    message: QueueMessage | None
+
+    def summary(self) -> dict[str, Any]:
+        events = self.message.events if self.message else []
+        return {
+            "message_id": self.message_id,
+            "reason": self.reason,
+            "age_s": round(time.time() - self.sent_at_s, 1),
+            "events": len(events),
+            "event_types": sorted({e.event_type for e in events}),
+            "event_ids": [e.event_id for e in events][:5],
+        }
+
+
+@dataclass(frozen=True)
+class ReplayFilter:
+    event_type: str | None = None
+    older_than_s: float | None = None
+    newer_than_s: float | None = None
+
+    def matches(self, message: QueueMessage) -> bool:
+        """A message matches if any of its events does (its events travel together)."""
+        now_us = time.time_ns() // 1000
+        for event in message.events:
+            age_s = (now_us - event.received_at_us) / 1_000_000
+            if self.event_type is not None and event.event_type != self.event_type:
+                continue
+            if self.older_than_s is not None and age_s < self.older_than_s:
+                continue
+            if self.newer_than_s is not None and age_s > self.newer_than_s:
+                continue
+            return True
+        return False
+
+
+@dataclass
+class ReplayReport:
+    outcomes: dict[str, str] = field(default_factory=dict)  # message id -> outcome
+
+    def counts(self) -> dict[str, int]:
+        counted = {o.value: 0 for o in Outcome}
+        for outcome in self.outcomes.values():
+            counted[outcome] += 1
+        return counted
+
+
+class DeadLetterQueue:
+    def __init__(self, clients: AwsClients, settings: Settings) -> None:
+        self._clients = clients
+        self._settings = settings
+        self._urls: dict[str, str] = {}
+
+    async def _url(self, name: str) -> str:
+        if name not in self._urls:
+            self._urls[name] = (await self._clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
+        return self._urls[name]
+
+    async def depth(self, name: str | None = None) -> dict[str, int]:
+        url = await self._url(name or self._settings.dead_letter_queue)
+        attributes = (
+            await self._clients.sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )
+        )["Attributes"]
+        return {
+            "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
+            "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+        }
+
+    async def receive(self, limit: int) -> AsyncIterator[list[DeadLetter]]:
+        """Batches of dead letters, each held for ``HOLD_S``, until ``limit`` or empty."""
+        url = await self._url(self._settings.dead_letter_queue)
+        taken = 0
+        while taken < limit:
+            response = await self._clients.sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=min(SQS_BATCH, limit - taken),
+                VisibilityTimeout=HOLD_S,
+                WaitTimeSeconds=1,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["SentTimestamp"],
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                return
+            taken += len(messages)
+            yield [_dead_letter(m) for m in messages]
+
+    async def release(self, letters: list[DeadLetter]) -> None:
+        """Make held messages visible again at once."""
+        if not letters:
+            return
+        url = await self._url(self._settings.dead_letter_queue)
+        entries: Any = [
+            {"Id": str(i), "ReceiptHandle": d.receipt_handle, "VisibilityTimeout": 0} for i, d in enumerate(letters)
+        ]
+        await self._clients.sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+
+    async def peek(self, limit: int) -> list[DeadLetter]:
+        letters: list[DeadLetter] = []
+        async for batch in self.receive(limit):
+            letters += batch
+        for start in range(0, len(letters), SQS_BATCH):
+            await self.release(letters[start : start + SQS_BATCH])
+        return letters
+
+    async def replay(
+        self,
+        chosen: ReplayFilter,
+        *,
+        limit: int,
+        dry_run: bool,
+        progress: Callable[[int], None] = lambda _: None,
+    ) -> ReplayReport:
+        report = ReplayReport()
+        events_url = await self._url(self._settings.events_queue)
+        dlq_url = await self._url(self._settings.dead_letter_queue)
+        kept: list[DeadLetter] = []  # held until the end, so no batch returns them again
+        try:
+            async for batch in self.receive(limit):
+                fresh = [letter for letter in batch if letter.message_id not in report.outcomes]
+                if not fresh:
+                    break  # the queue has come round again
+                for letter in fresh:
+                    outcome = await self._decide(letter, chosen, dry_run)
+                    report.outcomes[letter.message_id] = outcome.value
+                    if outcome is Outcome.REPLAYED:
+                        await self._clients.sqs.send_message(QueueUrl=events_url, MessageBody=letter.body)
+                    if outcome in (Outcome.REPLAYED, Outcome.DUPLICATE) and not dry_run:
+                        await self._clients.sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+                    else:
+                        kept.append(letter)
+                progress(len(fresh))
+        finally:
+            for start in range(0, len(kept), SQS_BATCH):
+                await self.release(kept[start : start + SQS_BATCH])
+        return report
+
+    async def _decide(self, letter: DeadLetter, chosen: ReplayFilter, dry_run: bool) -> Outcome:
+        if letter.message is None:
+            return Outcome.INVALID
+        if not chosen.matches(letter.message):
+            return Outcome.SKIPPED
+        if await self._all_stored(letter.message):
+            return Outcome.DUPLICATE
+        return Outcome.WOULD_REPLAY if dry_run else Outcome.REPLAYED
+
+    async def _all_stored(self, message: QueueMessage) -> bool:
+        for event in message.events:
+            response = await self._clients.dynamodb.get_item(
+                TableName=self._settings.events_table,
+                Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
+                ProjectionExpression="event_id",
+                ConsistentRead=True,
+            )
+            if "Item" not in response:
+                return False
+        return True
+
+
+def _dead_letter(message: Any) -> DeadLetter:
+    try:
+        decoded: QueueMessage | None = decode_message(message["Body"])
+    except msgspec.DecodeError:
+        decoded = None
+    attributes = message.get("MessageAttributes", {})
+    reason = attributes.get("failure_reason", {}).get("StringValue", "redriven by SQS after maxReceiveCount")
+    sent_ms = int(message.get("Attributes", {}).get("SentTimestamp", "0"))
+    return DeadLetter(
+        message_id=message["MessageId"],
+        receipt_handle=message["ReceiptHandle"],
+        body=message["Body"],
+        reason=reason,
+        sent_at_s=sent_ms / 1000,
+        message=decoded,
+    )

@@ -1,0 +1,115 @@
+"""`triggers dlq` and `triggers stats` against moto: inspect, replay, never duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import msgspec
+
+from inbox_api.store import InboxStore
+from shared import processes
+from shared.aws import open_clients
+from shared.envelope import QueuedEvent, encode_message
+from shared.ids import new_event_id
+from shared.key_admin import new_account_id
+from tests.conftest import Stack, private_stack, run_triggers, start_service, wait_until
+from writer_worker.store import EventWriter
+
+
+def event(account: str, event_type: str, n: int) -> QueuedEvent:
+    now_us = time.time_ns() // 1000
+    return QueuedEvent(
+        event_id=new_event_id(now_us // 1000),
+        account_id=account,
+        event_type=event_type,
+        payload=msgspec.Raw(msgspec.json.encode({"n": n})),
+        received_at_us=now_us,
+    )
+
+
+def dead_letter(stack: Stack, *bodies: str) -> None:
+    async def send() -> None:
+        async with open_clients(stack.settings) as clients:
+            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
+            for body in bodies:
+                await clients.sqs.send_message(
+                    QueueUrl=url,
+                    MessageBody=body,
+                    MessageAttributes={"failure_reason": {"DataType": "String", "StringValue": "test reason"}},
+                )
+
+    asyncio.run(send())
+
+
+def store(stack: Stack, events: list[QueuedEvent]) -> None:
+    async def write() -> None:
+        async with open_clients(stack.settings) as clients:
+            await EventWriter(clients.dynamodb, stack.settings).write(events)
+
+    asyncio.run(write())
+
+
+def undelivered(stack: Stack, account: str) -> int:
+    async def read() -> int:
+        async with open_clients(stack.settings) as clients:
+            return await InboxStore(clients.dynamodb, stack.settings).count(account, None)
+
+    return asyncio.run(read())
+
+
+def cli_json(stack: Stack, *args: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(run_triggers(stack, *args, "--json").stdout)
+    return parsed
+
+
+def test_peek_shows_reasons_and_leaves_messages_in_place(stack: Stack) -> None:
+    own = private_stack(stack)
+    account = new_account_id()
+    dead_letter(own, encode_message([event(account, "a", 1), event(account, "b", 2)]), "garbage")
+    assert cli_json(own, "dlq", "count")["visible"] == 2
+    peeked = [json.loads(line) for line in run_triggers(own, "dlq", "peek", "--json").stdout.splitlines()]
+    assert len(peeked) == 2
+    assert {p["reason"] for p in peeked} == {"test reason"}
+    assert sorted(p["events"] for p in peeked) == [0, 2]
+    assert cli_json(own, "dlq", "count")["visible"] == 2
+    human = run_triggers(own, "dlq", "peek").stdout
+    assert "reason: test reason" in human
+
+
+def test_replay_outcomes_dry_run_filters_and_no_duplicates(stack: Stack) -> None:
+    own = private_stack(stack)
+    account = new_account_id()
+    fresh = encode_message([event(account, "order.created", 1)])
+    stored_event = event(account, "order.created", 2)
+    store(own, [stored_event])
+    already = encode_message([stored_event])
+    other_type = encode_message([event(account, "order.paid", 3)])
+    dead_letter(own, fresh, fresh, already, other_type, "not json at all")
+
+    dry = cli_json(own, "dlq", "replay", "--event-type", "order.created", "--dry-run")
+    assert dry["counts"] == {"replayed": 0, "would_replay": 2, "duplicate": 1, "invalid": 1, "skipped": 1}
+    assert cli_json(own, "dlq", "count")["visible"] == 5  # a dry run changes nothing
+
+    done = cli_json(own, "dlq", "replay", "--event-type", "order.created")
+    assert done["counts"] == {"replayed": 2, "would_replay": 0, "duplicate": 1, "invalid": 1, "skipped": 1}
+    assert cli_json(own, "dlq", "count")["visible"] == 2  # the invalid and the filtered-out one stay
+    stats = cli_json(own, "stats")
+    assert stats["queue_visible"] == 2
+    assert stats["dlq_visible"] == 2
+
+    writer = start_service(own, "writer")
+    try:
+        # The same message replayed twice is still one event (plus the one stored before).
+        assert wait_until(lambda: undelivered(own, account) == 2, timeout_s=20)
+        time.sleep(1)
+        assert undelivered(own, account) == 2
+        again = cli_json(own, "dlq", "replay", "--event-type", "order.created")
+        assert again["counts"]["replayed"] == 0
+        everything = cli_json(own, "dlq", "replay")
+        assert everything["counts"] == {"replayed": 1, "would_replay": 0, "duplicate": 0, "invalid": 1, "skipped": 0}
+        assert wait_until(lambda: undelivered(own, account) == 3, timeout_s=20)
+    finally:
+        processes.stop([writer.process])
