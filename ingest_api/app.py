@@ -29,6 +29,7 @@ from shared.http import (
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
 from shared.logging import configure_logging
+from shared.metrics import EVENTS_ACCEPTED, EVENTS_REFUSED
 from shared.openapi import openapi_handler
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings, get_settings
@@ -65,6 +66,16 @@ def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: i
 
 @post("/events", status_code=202, tags=["ingest"], summary="Send one event")
 async def post_event(request: Request[Any, Any, Any]) -> Accepted:
+    try:
+        accepted = await _accept_one(request)
+    except AppError as exc:
+        EVENTS_REFUSED.labels(exc.error_code).inc()
+        raise
+    EVENTS_ACCEPTED.inc()
+    return accepted
+
+
+async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     context = _context(request)
     key = await _authenticate(request)
     require_json(request.headers.get("content-type"))
@@ -84,6 +95,21 @@ async def post_event(request: Request[Any, Any, Any]) -> Accepted:
     request_max_body_size=MAX_BATCH_BODY_BYTES,
 )
 async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
+    try:
+        results = await _accept_batch(request)
+    except AppError as exc:
+        EVENTS_REFUSED.labels(exc.error_code).inc()
+        raise
+    for result in results:
+        if result.error is None:
+            EVENTS_ACCEPTED.inc()
+        else:
+            EVENTS_REFUSED.labels(result.error.error_code).inc()
+    all_ok = all(r.error is None for r in results)
+    return Response(BatchResult(results), status_code=202 if all_ok else 207)
+
+
+async def _accept_batch(request: Request[Any, Any, Any]) -> list[BatchItem]:
     context = _context(request)
     key = await _authenticate(request)
     require_json(request.headers.get("content-type"))
@@ -97,9 +123,7 @@ async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
     valid = [p for p in parsed if isinstance(p, EventIn)]
     _take_tokens(request, key, len(valid))
     accepted = iter(await context.service.accept(key, valid, request_id_of(request.scope)) if valid else [])
-    results = [_batch_item(next(accepted) if isinstance(p, EventIn) else p) for p in parsed]
-    all_ok = all(r.error is None for r in results)
-    return Response(BatchResult(results), status_code=202 if all_ok else 207)
+    return [_batch_item(next(accepted) if isinstance(p, EventIn) else p) for p in parsed]
 
 
 def _batch_item(outcome: AcceptedEvent | AppError) -> BatchItem:

@@ -18,6 +18,8 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
+from shared.metrics import SQS_SEND_EVENTS, SQS_SEND_SECONDS
+
 log = structlog.get_logger()
 
 SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
@@ -67,7 +69,6 @@ class SqsBatcher:
         self._closing = False
         self._closed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
-        self.sqs_requests = 0
 
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="sqs-batcher")
@@ -120,8 +121,9 @@ class SqsBatcher:
             entries = [{"Id": str(i), "MessageBody": m.body.decode()} for i, m in enumerate(messages)]
             failed_ids: set[str] = set()
             try:
-                self.sqs_requests += 1
-                response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
+                SQS_SEND_EVENTS.observe(sum(len(m.owners) for m in messages))
+                with SQS_SEND_SECONDS.time():
+                    response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
                 failed = response.get("Failed", [])
                 failed_ids = {f["Id"] for f in failed}
                 if failed:

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import Forbidden, KeyNotFound, ServiceUnavailable, Unauthenticated
 from shared.key_store import KeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, hash_secret, parse_key
+from shared.metrics import KEY_CACHE
 
 log = structlog.get_logger()
 
@@ -70,7 +71,9 @@ class Authenticator:
         entry = self._cache.get(fingerprint)
         if entry is not None and entry.expires_at > self._clock():
             self._cache.move_to_end(fingerprint)
+            KEY_CACHE.labels("hit").inc()
             return entry.record
+        KEY_CACHE.labels("miss").inc()
         pending = self._pending.get(fingerprint)
         if pending is not None:
             return await asyncio.shield(pending)

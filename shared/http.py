@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scop
 
 from shared.errors import AppError, ErrorDetail
 from shared.ids import sanitize_request_id
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
 
 log = structlog.get_logger()
 
@@ -164,12 +165,15 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_with_headers)
         finally:
+            elapsed = time.perf_counter() - started
+            HTTP_REQUESTS.labels(scope.get("method", ""), str(status)).inc()
+            HTTP_SECONDS.observe(elapsed)
             log.info(
                 "request",
                 method=scope.get("method"),
                 path=scope.get("path"),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
 
     return middleware
@@ -222,4 +226,9 @@ def health_handlers(ready_check: Callable[[Litestar], Awaitable[None]]) -> list[
             return Response(body, status_code=503, headers={"Retry-After": "1"})
         return Response(Status("ok", VERSION, round(time.monotonic() - started, 3)))
 
-    return [status, ready]
+    @get("/metrics", sync_to_thread=False, include_in_schema=False)
+    def metrics() -> Response[bytes]:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
+
+    return [status, ready, metrics]

@@ -107,6 +107,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     writer_shutdown_grace_s: Annotated[
         float, _doc("On SIGTERM, how long in-flight batches may take before being given back.")
     ] = 10.0
+    metrics_port: Annotated[
+        int | None, _doc("Port of the writer's /metrics (the HTTP services serve it themselves).")
+    ] = None
     counter_shards: Annotated[
         int,
         _doc(

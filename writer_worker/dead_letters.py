@@ -6,6 +6,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
+from shared.metrics import WRITER_DEAD_LETTERS
 from writer_worker.processor import MessageResult, Received
 
 log = structlog.get_logger()
@@ -35,4 +36,5 @@ class DeadLetters:
             log.warning("dead_letter_failed", message_id=message.message_id, error=type(exc).__name__)
             return False
         log.warning("dead_lettered", message_id=message.message_id, reason=result.reason[:200])
+        WRITER_DEAD_LETTERS.inc()
         return True

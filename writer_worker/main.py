@@ -7,6 +7,7 @@ import signal
 
 import uvloop
 
+from shared import metrics
 from shared.aws import open_clients
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -38,4 +39,6 @@ async def run_writer(settings: Settings) -> None:
 
 def main(settings: Settings) -> None:
     configure_logging(settings.log_level, json=settings.log_json)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
     uvloop.run(run_writer(settings))

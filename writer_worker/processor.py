@@ -15,6 +15,7 @@ import msgspec
 import structlog
 
 from shared.envelope import QueuedEvent, decode_message
+from shared.metrics import WRITER_BATCH_MESSAGES, WRITER_EVENTS, WRITER_LAG_SECONDS
 from writer_worker.store import EventResult, EventWriter, Outcome
 
 log = structlog.get_logger()
@@ -57,6 +58,7 @@ class BatchProcessor:
         results = await self._writer.write(events) if events else {}
         outcome = [self._dispose(m.message_id, decoded, poisoned, results) for m in messages]
         _log_batch(messages, events, results, outcome, time.perf_counter() - started)
+        _measure(messages, events, results)
         return outcome
 
     @staticmethod
@@ -76,6 +78,18 @@ class BatchProcessor:
         if retry:
             return MessageResult(message_id, Disposition.RETRY, retry[0])
         return MessageResult(message_id, Disposition.DONE)
+
+
+def _measure(messages: list[Received], events: list[QueuedEvent], results: dict[str, EventResult]) -> None:
+    WRITER_BATCH_MESSAGES.observe(len(messages))
+    now_us = time.time_ns() // 1000
+    for event in events:
+        result = results.get(event.event_id)
+        if result is None:
+            continue
+        WRITER_EVENTS.labels(result.outcome.value).inc()
+        if result.outcome is Outcome.STORED:
+            WRITER_LAG_SECONDS.observe((now_us - event.received_at_us) / 1_000_000)
 
 
 def _log_batch(
