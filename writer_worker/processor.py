@@ -80,15 +80,17 @@ class BatchProcessor:
         return MessageResult(message_id, Disposition.DONE)
 
 
+_EVENTS_BY_OUTCOME = {outcome: WRITER_EVENTS.labels(outcome.value) for outcome in Outcome}
+
+
 def _measure(messages: list[Received], events: list[QueuedEvent], results: dict[str, EventResult]) -> None:
     WRITER_BATCH_MESSAGES.observe(len(messages))
+    for outcome, count in Counter(r.outcome for r in results.values()).items():
+        _EVENTS_BY_OUTCOME[outcome].inc(count)
     now_us = time.time_ns() // 1000
     for event in events:
         result = results.get(event.event_id)
-        if result is None:
-            continue
-        WRITER_EVENTS.labels(result.outcome.value).inc()
-        if result.outcome is Outcome.STORED:
+        if result is not None and result.outcome is Outcome.STORED:
             WRITER_LAG_SECONDS.observe((now_us - event.received_at_us) / 1_000_000)
 
 
