@@ -20,7 +20,7 @@ from shared.auth import Authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
 from shared.errors import NotFound
-from shared.http import EXCEPTION_HANDLERS, health_handlers, request_context_middleware, tune_gc
+from shared.http import EXCEPTION_HANDLERS, health_handlers, request_context_middleware, tune_gc_on_startup
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -149,7 +149,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             openapi_handler(openapi.document()),
         ],
         lifespan=[_lifespan(settings)],
-        on_startup=[tune_gc],
+        on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=64 * 1024,

@@ -24,7 +24,7 @@ from shared.http import (
     health_handlers,
     request_context_middleware,
     request_id_of,
-    tune_gc,
+    tune_gc_on_startup,
 )
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[post_event, post_batch, *health_handlers(_ready), openapi_handler(openapi.document())],
         lifespan=[_lifespan(settings)],
-        on_startup=[tune_gc],
+        on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
         request_max_body_size=settings.max_body_bytes,

@@ -7,18 +7,21 @@ Clients are async context managers; services open them in their lifespan (or an
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import msgspec
+import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
+from botocore.credentials import Credentials
 from types_aiobotocore_dynamodb import DynamoDBClient
 from types_aiobotocore_sqs import SQSClient
 
+from shared.lean_aws import DYNAMODB, SQS, LeanClient, Service
 from shared.settings import Settings
 
 # Any non-empty credentials satisfy moto and LocalStack; real AWS uses the normal chain.
@@ -39,66 +42,6 @@ AWS_REQUESTS: Counter[str] = Counter()
 def _count_request(event_name: str, **_: object) -> None:
     # event_name is "before-send.<service>.<Operation>"
     AWS_REQUESTS[event_name.split(".", 1)[1]] += 1
-
-
-# DynamoDB requests whose parameters this project builds itself, from strings, numbers,
-# booleans, lists and maps only. For them botocore's serializer (a pure-Python walk of the
-# service model) produces exactly the JSON of the parameters, at a third of the writer's
-# CPU; msgspec writes the same bytes directly.
-_PASS_THROUGH_OPERATIONS = frozenset(
-    {"TransactWriteItems", "PutItem", "UpdateItem", "GetItem", "Query", "BatchGetItem"}
-)
-_json_encoder = msgspec.json.Encoder()
-
-
-class _PassThroughSerializer:
-    """Wraps the DynamoDB client's serializer; see ``_PASS_THROUGH_OPERATIONS``."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def serialize_to_request(self, parameters: dict[str, Any], operation_model: Any) -> dict[str, Any]:
-        if operation_model.name not in _PASS_THROUGH_OPERATIONS:
-            request: dict[str, Any] = self._inner.serialize_to_request(parameters, operation_model)
-            return request
-        # Method, URL and headers as botocore makes them; the body straight from msgspec.
-        request = self._inner.serialize_to_request({}, operation_model)
-        request["body"] = _json_encoder.encode(parameters)
-        return request
-
-
-# The successful answers to those requests are plain JSON of strings, numbers, booleans,
-# lists and maps too (no blobs, no timestamps): botocore's parser would walk the model to
-# produce the very same dicts. A 50-event page costs ~5 ms of CPU that way.
-_PASS_THROUGH_OUTPUTS = frozenset(f"{name}Output" for name in _PASS_THROUGH_OPERATIONS)
-_json_decoder = msgspec.json.Decoder()
-
-
-class _PassThroughParser:
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    async def parse(self, response: dict[str, Any], shape: Any) -> dict[str, Any]:
-        if response["status_code"] != 200 or shape is None or shape.name not in _PASS_THROUGH_OUTPUTS:
-            parsed: dict[str, Any] = await self._inner.parse(response, shape)
-            return parsed
-        parsed = _json_decoder.decode(response["body"]) if response["body"] else {}
-        parsed["ResponseMetadata"] = {"HTTPStatusCode": 200, "HTTPHeaders": response["headers"], "RetryAttempts": 0}
-        return parsed
-
-
-class _PassThroughParserFactory:
-    """Wraps the DynamoDB endpoint's parser factory; see ``_PASS_THROUGH_OUTPUTS``."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def create_parser(self, protocol: str) -> _PassThroughParser:
-        return _PassThroughParser(self._inner.create_parser(protocol))
-
-
-def _no_operation_context(*_: object) -> None:
-    return None
 
 
 def _client_config(settings: Settings, *, pool_size: int) -> AioConfig:
@@ -150,13 +93,56 @@ async def open_clients(settings: Settings, *, pool_size: int = 64) -> AsyncItera
         )
         for client in (sqs, dynamodb):
             client.meta.events.register("before-send", _count_request)
-        dynamodb._serializer = _PassThroughSerializer(dynamodb._serializer)  # type: ignore[attr-defined]
-        endpoint = dynamodb._endpoint  # type: ignore[attr-defined]
-        endpoint._response_parser_factory = _PassThroughParserFactory(endpoint._response_parser_factory)
-        # DynamoDB's one "operation context parameter" is ResourceArnList: a jmespath search
-        # of every item of every transaction, per request (a fifth of the writer's CPU), to
-        # route calls that name tables by ARN. This project names tables, never ARNs, and
-        # routing by name does not need it.
-        resolver = dynamodb._ruleset_resolver  # type: ignore[attr-defined]
-        resolver._resolve_param_as_operation_context_param = _no_operation_context
-        yield AwsClients(sqs=sqs, dynamodb=dynamodb)
+        yield await _lean(stack, session, settings, (sqs, dynamodb), pool_size=pool_size)
+
+
+async def _lean(
+    stack: contextlib.AsyncExitStack,
+    session: AioSession,
+    settings: Settings,
+    clients: tuple[SQSClient, DynamoDBClient],
+    *,
+    pool_size: int,
+) -> AwsClients:
+    """The clients the code uses: lean on hot operations (see shared/lean_aws.py)."""
+    sqs, dynamodb = clients
+    key_id, secret = _credentials(settings)
+    credentials: Any = Credentials(key_id, secret) if key_id and secret else await session.get_credentials()
+    if credentials is None:
+        return AwsClients(sqs=sqs, dynamodb=dynamodb)  # no credentials: aiobotocore says so on first use
+
+    async def frozen() -> Any:
+        # aiobotocore's refreshable credentials answer with a coroutine, static ones do not.
+        current = credentials.get_frozen_credentials()
+        return await current if inspect.isawaitable(current) else current
+
+    http = await stack.enter_async_context(
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=pool_size),
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=settings.aws_connect_timeout_s,
+                sock_read=settings.aws_read_timeout_s + settings.writer_wait_time_s,
+            ),
+        )
+    )
+
+    def lean(service: Service, fallback: Any, endpoint: str | None) -> Any:
+        default = f"https://{service.signing_name}.{settings.aws_region}.amazonaws.com"
+        return LeanClient(
+            service,
+            fallback,
+            http,
+            url=(endpoint or default).rstrip("/") + "/",
+            region=settings.aws_region,
+            credentials=frozen,
+            max_attempts=settings.aws_max_attempts,
+            on_request=lambda operation: AWS_REQUESTS.update((operation,)),
+        )
+
+    # Same methods, same answers, same exceptions: typed as the clients they stand in for.
+    return AwsClients(
+        sqs=cast(SQSClient, lean(SQS, sqs, settings.sqs_endpoint_url or settings.aws_endpoint_url)),
+        dynamodb=cast(
+            DynamoDBClient, lean(DYNAMODB, dynamodb, settings.dynamodb_endpoint_url or settings.aws_endpoint_url)
+        ),
+    )

@@ -9,6 +9,7 @@ import uvloop
 
 from shared import metrics
 from shared.aws import open_clients
+from shared.gc_tuning import tune_gc
 from shared.logging import configure_logging
 from shared.settings import Settings
 from writer_worker.processor import BatchProcessor
@@ -31,6 +32,7 @@ async def run_writer(settings: Settings) -> None:
             shutdown_grace_s=settings.writer_shutdown_grace_s,
             visibility_timeout_s=settings.queue_visibility_timeout_s,
         )
+        tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)

@@ -1,0 +1,167 @@
+"""Lean AWS JSON-protocol clients for the hot paths: writer transactions and queue calls,
+inbox pages, counts and acknowledgements, the edge's SendMessageBatch.
+
+aiobotocore spends about a millisecond of CPU on every call (model-driven serialization and
+parsing, endpoint rules, event hooks, user-agent assembly), which is most of the writer's
+cost per event and most of an inbox page's. DynamoDB and SQS speak the AWS JSON protocol:
+POST the parameters as JSON with an ``X-Amz-Target`` header, signed with SigV4; the answer
+is JSON too. This client does exactly that for the operations the project calls on its hot
+paths (msgspec for JSON, botocore's own SigV4 signer, one keep-alive aiohttp session), and
+hands every other operation to the aiobotocore client. It raises botocore's own exception
+types, with the same ``response`` shape, so callers cannot tell the difference. The
+parameters and answers of these operations hold only strings, numbers, booleans, lists and
+maps, which is why plain JSON is exactly what botocore would have sent and returned.
+
+Retries: throttling, 5xx and connection errors are retried up to ``max_attempts`` in all,
+with full-jitter exponential backoff from ``RETRY_BASE_S``, capped at ``RETRY_MAX_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+
+@dataclass(frozen=True)
+class Service:
+    signing_name: str
+    target_prefix: str
+    operations: dict[str, str]  # client method name -> operation name
+
+
+DYNAMODB = Service(
+    "dynamodb",
+    "DynamoDB_20120810.",
+    {
+        "transact_write_items": "TransactWriteItems",
+        "query": "Query",
+        "get_item": "GetItem",
+        "put_item": "PutItem",
+        "update_item": "UpdateItem",
+        "batch_get_item": "BatchGetItem",
+    },
+)
+SQS = Service(
+    "sqs",
+    "AmazonSQS.",
+    {
+        "receive_message": "ReceiveMessage",
+        "delete_message_batch": "DeleteMessageBatch",
+        "change_message_visibility_batch": "ChangeMessageVisibilityBatch",
+        "send_message_batch": "SendMessageBatch",
+    },
+)
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestThrottled",
+    }
+)
+RETRY_BASE_S = 0.025
+RETRY_MAX_S = 2.0
+_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+CredentialsSource = Callable[[], Awaitable[Any]]  # returns botocore ReadOnlyCredentials
+
+
+class LeanClient:
+    """Duck-types an aiobotocore client: lean for the service's operations, else delegated."""
+
+    def __init__(
+        self,
+        service: Service,
+        fallback: Any,
+        http: aiohttp.ClientSession,
+        *,
+        url: str,
+        region: str,
+        credentials: CredentialsSource,
+        max_attempts: int,
+        on_request: Callable[[str], None],
+    ) -> None:
+        self._service = service
+        self._fallback = fallback
+        self._http = http
+        self._url = url
+        self._region = region
+        self._credentials = credentials
+        self._max_attempts = max(1, max_attempts)
+        self._on_request = on_request
+
+    def __getattr__(self, name: str) -> Any:
+        operation = self._service.operations.get(name)
+        if operation is None:
+            return getattr(self._fallback, name)
+
+        async def call(**params: Any) -> dict[str, Any]:
+            return await self._call(operation, params)
+
+        return call
+
+    async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = _encoder.encode(params)
+        for attempt in range(self._max_attempts):
+            last = attempt + 1 == self._max_attempts
+            self._on_request(f"{self._service.signing_name}.{operation}")
+            try:
+                status, data = await self._send(operation, body)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if last:
+                    raise EndpointConnectionError(endpoint_url=self._url, error=exc) from exc
+                await self._backoff(attempt)
+                continue
+            if status == 200:
+                parsed: dict[str, Any] = _decoder.decode(data) if data else {}
+                return parsed
+            error = _error_response(status, data)
+            if not last and (status >= 500 or error["Error"]["Code"] in RETRYABLE_CODES):
+                await self._backoff(attempt)
+                continue
+            raise ClientError(error, operation)  # type: ignore[arg-type]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
+        request = AWSRequest(
+            method="POST",
+            url=self._url,
+            data=body,
+            headers={"X-Amz-Target": self._service.target_prefix + operation, "Content-Type": _CONTENT_TYPE},
+        )
+        SigV4Auth(await self._credentials(), self._service.signing_name, self._region).add_auth(request)
+        async with self._http.post(self._url, data=body, headers=dict(request.headers.items())) as response:
+            return response.status, await response.read()
+
+    @staticmethod
+    async def _backoff(attempt: int) -> None:
+        await asyncio.sleep(random.uniform(0, min(RETRY_MAX_S, RETRY_BASE_S * 2**attempt)))
+
+
+def _error_response(status: int, data: bytes) -> dict[str, Any]:
+    """The error in botocore's shape: {"Error": {"Code", "Message"}, ...extra fields}."""
+    try:
+        raw: dict[str, Any] = _decoder.decode(data) if data else {}
+    except msgspec.DecodeError:
+        raw = {}
+    code = str(raw.pop("__type", "") or f"HTTP{status}").rsplit("#", 1)[-1].rsplit(".", 1)[-1]
+    message = raw.pop("message", None) or raw.pop("Message", None) or ""
+    return {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+        **raw,
+    }
