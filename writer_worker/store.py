@@ -195,21 +195,9 @@ class EventWriter:
         return items
 
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "account_id": {"S": event.account_id},
-            "event_id": {"S": event.event_id},
-            "event_type": {"S": event.event_type},
-            "payload": {"S": bytes(event.payload).decode()},
-            "received_at_us": {"N": str(event.received_at_us)},
-            "delivered": {"BOOL": False},
-            "inbox_pk": {"S": inbox_pk(event.account_id)},
-            "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type)},
-        }
-        if event.request_id:
-            item["request_id"] = {"S": event.request_id}
         return {
             "TableName": self._events_table,
-            "Item": item,
+            "Item": event_item(event),
             "ConditionExpression": "attribute_not_exists(event_id)",
         }
 
@@ -237,6 +225,23 @@ class EventWriter:
             "UpdateExpression": "ADD n :d",
             "ExpressionAttributeValues": {":d": {"N": str(delta)}},
         }
+
+
+def event_item(event: QueuedEvent) -> dict[str, Any]:
+    """An undelivered event as stored: in both inbox indexes until it is acknowledged."""
+    item: dict[str, Any] = {
+        "account_id": {"S": event.account_id},
+        "event_id": {"S": event.event_id},
+        "event_type": {"S": event.event_type},
+        "payload": {"S": bytes(event.payload).decode()},
+        "received_at_us": {"N": str(event.received_at_us)},
+        "delivered": {"BOOL": False},
+        "inbox_pk": {"S": inbox_pk(event.account_id)},
+        "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type)},
+    }
+    if event.request_id:
+        item["request_id"] = {"S": event.request_id}
+    return item
 
 
 def _fail(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:
