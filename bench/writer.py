@@ -110,8 +110,8 @@ def writer_cost(endpoint: str, logs: Path, events: int, per_message: int) -> dic
         time.sleep(0.1)
     time.sleep(1)
     cpu_before = cpu_seconds(writer.pid)
+    started = time.monotonic()  # the writer drains while the queue fills: time both
     asyncio.run(_fill(settings, accounts, events, per_message))
-    started = time.monotonic()
     while asyncio.run(_stored(settings, accounts)) < events:
         time.sleep(0.2)
         if time.monotonic() - started > 600:

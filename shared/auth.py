@@ -29,6 +29,7 @@ from shared.metrics import KEY_CACHE
 log = structlog.get_logger()
 
 _BEARER = "bearer "
+_CACHE_HIT, _CACHE_MISS = KEY_CACHE.labels("hit"), KEY_CACHE.labels("miss")
 
 
 @dataclass(slots=True)
@@ -71,9 +72,9 @@ class Authenticator:
         entry = self._cache.get(fingerprint)
         if entry is not None and entry.expires_at > self._clock():
             self._cache.move_to_end(fingerprint)
-            KEY_CACHE.labels("hit").inc()
+            _CACHE_HIT.inc()
             return entry.record
-        KEY_CACHE.labels("miss").inc()
+        _CACHE_MISS.inc()
         pending = self._pending.get(fingerprint)
         if pending is not None:
             return await asyncio.shield(pending)

@@ -6,6 +6,7 @@ every error body has the contract's shape.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -135,6 +136,12 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 }
 
 
+@functools.cache
+def _requests_counter(method: str, status: int) -> Any:
+    """The counter child of one (method, status): looked up once, not per request."""
+    return HTTP_REQUESTS.labels(method, str(status))
+
+
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
     """Request id in, request id out, and one log line per request with what it did."""
 
@@ -166,7 +173,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            HTTP_REQUESTS.labels(scope.get("method", ""), str(status)).inc()
+            _requests_counter(scope.get("method", ""), status).inc()
             HTTP_SECONDS.observe(elapsed)
             log.info(
                 "request",

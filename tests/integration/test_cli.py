@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+from shared.settings import ENV_PREFIX, Settings
 from tests.conftest import Stack, run_triggers
 
 
@@ -61,3 +65,28 @@ def test_key_lifecycle_from_the_cli(stack: Stack) -> None:
     assert "revoked" in again.stderr
     missing = run_triggers(stack, "keys", "show", "0000000000000000", check=False)
     assert missing.returncode == 1
+
+
+def test_config_lists_every_setting_with_its_meaning(stack: Stack) -> None:
+    listed = run_triggers(stack, "config").stdout
+    for name in Settings.__struct_fields__:
+        variable = ENV_PREFIX + name.upper()
+        assert variable in listed, variable
+    # Every setting says what it is for.
+    blocks = listed.split(ENV_PREFIX)[1:]
+    assert all(len(b.strip().splitlines()) >= 2 for b in blocks)
+
+
+def test_bad_configuration_is_a_clear_error_not_a_traceback(stack: Stack) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "init"],
+        env={**os.environ, **stack.env, "TRIGGERS_WRITER_RECEIVERS": "many"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "invalid configuration" in result.stderr
+    assert "writer_receivers" in result.stderr
+    assert "Traceback" not in result.stderr
