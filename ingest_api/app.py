@@ -17,7 +17,7 @@ from ingest_api.service import AcceptedEvent, IngestService
 from shared.auth import Authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
-from shared.errors import AppError, RateLimited
+from shared.errors import AppError, PayloadTooLarge, RateLimited, ValidationError
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
@@ -45,6 +45,48 @@ class IngestContext:
     auth: Authenticator
     limiter: RateLimiter
     service: IngestService
+    max_body_bytes: int
+
+
+_WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"idempotency-key", b"content-length"})
+_STATE_HEADERS = "ingest_headers"
+
+
+def _wanted_headers(request: Request[Any, Any, Any]) -> dict[bytes, str]:
+    """The three headers the edge reads, found in one pass over the raw ASGI headers.
+
+    Litestar's ``request.headers`` builds a multidict of every header on each access; the
+    hot path needs three values.
+    """
+    state = request.scope["state"]
+    found: dict[bytes, str] | None = state.get(_STATE_HEADERS)
+    if found is None:
+        found = {k: v.decode("latin-1") for k, v in request.scope["headers"] if k in _WANTED_HEADERS}
+        state[_STATE_HEADERS] = found
+    return found
+
+
+async def _read_body(request: Request[Any, Any, Any], headers: dict[bytes, str], limit: int) -> bytes:
+    """The body, refused with 413 from Content-Length before reading, or as soon as the bytes
+    received pass ``limit`` (chunked bodies). Read straight from ASGI: Litestar's reader
+    would rebuild the request's header map to learn the length."""
+    too_large = PayloadTooLarge(f"The body exceeds {limit} bytes.")
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ValidationError("The client disconnected before sending the whole body.")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]  # an http.request message
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _context(request: Request[Any, Any, Any]) -> IngestContext:
@@ -53,7 +95,7 @@ def _context(request: Request[Any, Any, Any]) -> IngestContext:
 
 
 async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
-    return await _context(request).auth.authenticate(request.headers.get("authorization"), Scope.INGEST)
+    return await _context(request).auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST)
 
 
 def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:
@@ -78,9 +120,11 @@ async def post_event(request: Request[Any, Any, Any]) -> Accepted:
 async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     context = _context(request)
     key = await _authenticate(request)
-    require_json(request.headers.get("content-type"))
-    key_header = request.headers.get("idempotency-key")
-    event = context.service.parse_event(await request.body(), header_key=key_header)
+    headers = _wanted_headers(request)
+    require_json(headers.get(b"content-type"))
+    key_header = headers.get(b"idempotency-key")
+    body = await _read_body(request, headers, context.max_body_bytes)
+    event = context.service.parse_event(body, header_key=key_header)
     _take_tokens(request, key, 1)
     (outcome,) = await context.service.accept(key, [event], request_id_of(request.scope))
     if isinstance(outcome, AppError):
@@ -112,8 +156,8 @@ async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
 async def _accept_batch(request: Request[Any, Any, Any]) -> list[BatchItem]:
     context = _context(request)
     key = await _authenticate(request)
-    require_json(request.headers.get("content-type"))
-    batch = decode_json(_batch_decoder, await request.body())
+    require_json(_wanted_headers(request).get(b"content-type"))
+    batch = decode_json(_batch_decoder, await _read_body(request, _wanted_headers(request), MAX_BATCH_BODY_BYTES))
     parsed: list[EventIn | AppError] = []
     for index, raw in enumerate(batch.events):
         try:
@@ -165,6 +209,7 @@ def _lifespan(settings: Settings) -> Any:
                     max_payload_bytes=settings.max_payload_bytes,
                     enqueue_timeout_s=settings.enqueue_timeout_s,
                 ),
+                max_body_bytes=settings.max_body_bytes,
             )
             try:
                 yield

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import re
 import time
 from datetime import UTC, datetime
@@ -19,9 +21,14 @@ _SHIFTS = range(_ID_LENGTH * 5 - 10, -1, -10)
 
 
 def new_event_id(now_ms: int | None = None) -> str:
-    """A ULID-style id: unique, URL-safe, and lexicographically ordered by time of receipt."""
+    """A ULID-style id: unique, URL-safe, and lexicographically ordered by time of receipt.
+
+    The 80 random bits need to be unique, not secret (every read is scoped to its account),
+    so they come from ``random`` (seeded from the OS, and reseeded in forked workers)
+    rather than a system call per id.
+    """
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    value = (ms << _RANDOM_BITS) | int.from_bytes(os.urandom(_RANDOM_BITS // 8), "big")
+    value = (ms << _RANDOM_BITS) | random.getrandbits(_RANDOM_BITS)
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
@@ -31,6 +38,18 @@ def is_event_id(value: str) -> bool:
 
 
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:\-]")
+# Generated request ids: a random per-process prefix and a counter. Unique across instances
+# and restarts without a system call per request; a forked worker takes a prefix of its own.
+_REQUEST_ID_PREFIX = os.urandom(8).hex() + "-"
+_request_counter = itertools.count(1)
+
+
+def _new_prefix_after_fork() -> None:
+    global _REQUEST_ID_PREFIX  # noqa: PLW0603 - per-process state, renewed in each child
+    _REQUEST_ID_PREFIX = os.urandom(8).hex() + "-"
+
+
+os.register_at_fork(after_in_child=_new_prefix_after_fork)
 MAX_REQUEST_ID_LENGTH = 128
 
 
@@ -40,7 +59,7 @@ def sanitize_request_id(value: str | None) -> str:
         cleaned = _REQUEST_ID_UNSAFE.sub("", value)[:MAX_REQUEST_ID_LENGTH]
         if cleaned:
             return cleaned
-    return os.urandom(12).hex()
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter):x}"
 
 
 def rfc3339(us: int) -> str:
