@@ -72,9 +72,11 @@ def test_config_lists_every_setting_with_its_meaning(stack: Stack) -> None:
     for name in Settings.__struct_fields__:
         variable = ENV_PREFIX + name.upper()
         assert variable in listed, variable
-    # Every setting says what it is for.
-    blocks = listed.split(ENV_PREFIX)[1:]
-    assert all(len(b.strip().splitlines()) >= 2 for b in blocks)
+    # Every setting says what it is for, on the indented line below its name.
+    lines = listed.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith(ENV_PREFIX)]
+    assert len(headers) == len(Settings.__struct_fields__)
+    assert all(lines[i + 1].startswith("    ") and lines[i + 1].strip() for i in headers)
 
 
 def test_bad_configuration_is_a_clear_error_not_a_traceback(stack: Stack) -> None:
