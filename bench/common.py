@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from shared import processes
+from shared.aws import open_clients
+from shared.key_admin import create_key, new_account_id
+from shared.key_store import DynamoKeyStore
+from shared.keys import Scope
+from shared.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -150,6 +156,23 @@ def summarize(values: list[float]) -> dict[str, float]:
         "max": round(max(values), 3),
         "runs": len(values),
     }
+
+
+def create_key_for(settings: Settings, account_id: str | None = None) -> str:
+    """A key with both scopes and a limit no benchmark reaches (cheap bcrypt: not measured)."""
+
+    async def create() -> str:
+        async with open_clients(settings) as clients:
+            key, _ = await create_key(
+                DynamoKeyStore(clients.dynamodb, settings.keys_table),
+                account_id=account_id or new_account_id(),
+                scopes=frozenset(Scope),
+                rate_limit_per_minute=1_000_000_000,
+                bcrypt_rounds=4,
+            )
+            return key
+
+    return asyncio.run(create())
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:

@@ -23,14 +23,12 @@ from typing import Any
 
 import msgspec
 
-from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, pinned, run_wrk, write_results
+from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, create_key_for, pinned, run_wrk, write_results
 from shared import processes
-from shared.aws import AwsClients, open_clients
+from shared.aws import open_clients
 from shared.envelope import QueuedEvent
 from shared.ids import new_event_id
-from shared.key_admin import create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
+from shared.key_admin import new_account_id
 from shared.resources import ensure_resources, table_specs
 from shared.settings import Settings, settings_from_env
 from shared.storage.layout import INBOX_INDEX, counter_id, inbox_pk
@@ -56,18 +54,7 @@ def _events(account: str, count: int) -> list[QueuedEvent]:
     return events
 
 
-async def _key(clients: AwsClients, settings: Settings, account: str) -> str:
-    key, _ = await create_key(
-        DynamoKeyStore(clients.dynamodb, settings.keys_table),
-        account_id=account,
-        scopes=frozenset(Scope),
-        rate_limit_per_minute=1000,
-        bcrypt_rounds=4,
-    )
-    return key
-
-
-async def _seed_with_writer(settings: Settings, count: int) -> tuple[str, str]:
+async def _seed_with_writer(settings: Settings, count: int) -> str:
     """moto: an account with ``count`` undelivered events, stored by the writer's own code."""
     async with open_clients(settings) as clients:
         await ensure_resources(settings, clients)
@@ -76,10 +63,10 @@ async def _seed_with_writer(settings: Settings, count: int) -> tuple[str, str]:
         events = _events(account, count)
         for start in range(0, count, 400):
             await writer.write(events[start : start + 400])
-        return account, await _key(clients, settings, account)
+        return account
 
 
-async def _seed_directly(settings: Settings, count: int) -> tuple[str, str]:
+async def _seed_directly(settings: Settings, count: int) -> str:
     """dynalite (no transactions, no TTL API): the same items, written with BatchWriteItem."""
     async with open_clients(settings) as clients:
         for spec in table_specs(settings):
@@ -96,7 +83,7 @@ async def _seed_directly(settings: Settings, count: int) -> tuple[str, str]:
         for counter, n in totals:
             item: Any = {"counter_id": {"S": counter}, "n": {"N": str(n)}}
             await clients.dynamodb.put_item(TableName=settings.counters_table, Item=item)
-        return account, await _key(clients, settings, account)
+        return account
 
 
 async def _raw_query_ms(settings: Settings, account: str, runs: int) -> list[float]:
@@ -157,7 +144,8 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
     children = [endpoint_process]
     try:
         seed = _seed_with_writer if backend == "moto" else _seed_directly
-        account, key = asyncio.run(seed(settings, events))
+        account = asyncio.run(seed(settings, events))
+        key = create_key_for(settings, account)
         inbox_port = processes.free_port()
         args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--no-log"]
         args += ["--port", str(inbox_port), "inbox_api.app:create_app"]

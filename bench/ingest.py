@@ -23,6 +23,7 @@ from bench.common import (
     LOAD_CPU,
     SERVER_CPU,
     cpu_seconds,
+    create_key_for,
     run_wrk,
     spawn_pinned,
     summarize,
@@ -30,9 +31,6 @@ from bench.common import (
 )
 from shared import processes
 from shared.aws import open_clients
-from shared.key_admin import create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
 from shared.resources import ensure_resources
 from shared.settings import settings_from_env
 
@@ -58,19 +56,12 @@ def _fake_stats(url: str) -> dict[str, int]:
 def _prepare(env: dict[str, str]) -> str:
     settings = settings_from_env(env)
 
-    async def run() -> str:
+    async def init() -> None:
         async with open_clients(settings) as clients:
             await ensure_resources(settings, clients)
-            key, _ = await create_key(
-                DynamoKeyStore(clients.dynamodb, settings.keys_table),
-                account_id=new_account_id(),
-                scopes=frozenset(Scope),
-                rate_limit_per_minute=1_000_000_000,
-                bcrypt_rounds=4,
-            )
-            return key
 
-    return asyncio.run(run())
+    asyncio.run(init())
+    return create_key_for(settings)
 
 
 def _serve(app: str, port: int, env: dict[str, str]) -> Any:

@@ -20,16 +20,15 @@ from typing import Any
 import httpx
 import msgspec
 
-from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, pinned, write_results
+from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, create_key_for, pinned, write_results
 from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import open_clients
 from shared.cli import EMBEDDED_LINGER_MS
 from shared.envelope import QueuedEvent, encode_message
 from shared.ids import new_event_id
-from shared.key_admin import create_key, new_account_id
+from shared.key_admin import new_account_id
 from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
 from shared.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
 
@@ -156,21 +155,6 @@ async def _moto_batch_write_rate(settings: Settings, seconds: float) -> float:
         return written / seconds
 
 
-def _prepare_key(settings: Settings) -> str:
-    async def run() -> str:
-        async with open_clients(settings) as clients:
-            key, _ = await create_key(
-                DynamoKeyStore(clients.dynamodb, settings.keys_table),
-                account_id=new_account_id(),
-                scopes=frozenset(Scope),
-                rate_limit_per_minute=100_000_000,
-                bcrypt_rounds=4,
-            )
-            return key
-
-    return asyncio.run(run())
-
-
 async def _paced(url: str, headers: dict[str, str], rate: float, seconds: float) -> int:
     """Send single events at a steady rate; the number accepted."""
     accepted = 0
@@ -234,7 +218,7 @@ def embedded_default(endpoint: str, logs: Path, seconds: float) -> dict[str, Any
     env = _env(endpoint, TRIGGERS_ENQUEUE_LINGER_MS=str(EMBEDDED_LINGER_MS))
     settings = settings_from_env(env)
     asyncio.run(_init(settings))
-    key = _prepare_key(settings)
+    key = create_key_for(settings)
     port = processes.free_port()
     ingest = processes.spawn(
         [sys.executable, "-m", "shared.cli", "run", "ingest", "--port", str(port)], env, quiet=True

@@ -40,6 +40,16 @@ class Stack:
     logs: Path  # each service writes its log lines to <logs>/<part>-<port>.log
 
 
+def init_resources(settings: Settings) -> None:
+    """`triggers init`, in process: the queues and tables of ``settings``."""
+
+    async def init() -> None:
+        async with open_clients(settings) as clients:
+            await ensure_resources(settings, clients)
+
+    asyncio.run(init())
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     process, endpoint = processes.start_moto()
@@ -61,12 +71,7 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
         "TRIGGERS_LOG_LEVEL": "INFO",
     }
     settings = settings_from_env(env)
-
-    async def init() -> None:
-        async with open_clients(settings) as clients:
-            await ensure_resources(settings, clients)
-
-    asyncio.run(init())
+    init_resources(settings)
     logs = Path(os.environ.get("TRIGGERS_TEST_LOGS") or tmp_path_factory.mktemp("logs"))
     logs.mkdir(parents=True, exist_ok=True)
     return Stack(settings, env, logs)
@@ -84,12 +89,7 @@ def private_stack(stack: Stack, **overrides: str) -> Stack:
         **{f"TRIGGERS_{name.upper()}": value for name, value in overrides.items()},
     }
     settings = settings_from_env(env)
-
-    async def init() -> None:
-        async with open_clients(settings) as clients:
-            await ensure_resources(settings, clients)
-
-    asyncio.run(init())
+    init_resources(settings)
     return Stack(settings, env, stack.logs)
 
 

@@ -30,6 +30,8 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RETRY_WAIT_S = 30.0
 
 
+# The wire format, restated for the client: it imports nothing of the services, so it can be
+# vendored or published alone. tests/e2e/test_client.py holds the two sides together.
 class Accepted(msgspec.Struct, frozen=True):
     event_id: str
     status: str

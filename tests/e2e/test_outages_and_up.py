@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -16,10 +15,8 @@ import httpx
 import pytest
 
 from shared import processes
-from shared.aws import open_clients
-from shared.resources import ensure_resources
 from shared.settings import settings_from_env
-from tests.conftest import Stack, make_key, start_service, wait_until
+from tests.conftest import Stack, init_resources, make_key, start_service, wait_until
 
 
 @pytest.fixture
@@ -35,12 +32,7 @@ def private_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sub
         "TRIGGERS_LOG_LEVEL": "WARNING",
     }
     settings = settings_from_env(env)
-
-    async def init() -> None:
-        async with open_clients(settings) as clients:
-            await ensure_resources(settings, clients)
-
-    asyncio.run(init())
+    init_resources(settings)
     yield process, Stack(settings, env, Path(env["TRIGGERS_STATE_DIR"]))
     processes.stop([process])
 
