@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -63,6 +64,12 @@ def sanitize_request_id(value: str | None) -> str:
 
 
 def rfc3339(us: int) -> str:
-    """Microseconds since the epoch as an RFC 3339 UTC timestamp."""
-    moment = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """Microseconds since the epoch as an RFC 3339 UTC timestamp (``...T04:51:59.377757Z``)."""
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_rfc3339_second(seconds)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(seconds: int) -> str:
+    # A page's events mostly share their seconds: format each second once.
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.ids import is_event_id, new_event_id, sanitize_request_id
+from shared.ids import is_event_id, new_event_id, rfc3339, sanitize_request_id
 from shared.keys import generate_key, parse_key
 
 
@@ -44,3 +44,9 @@ def test_malformed_keys_do_not_parse() -> None:
     assert parse_key(key.replace("_", "-", 2)) is None
     assert parse_key("trg_" + "G" * 16 + "_" + "a" * 43) is None  # key id must be hex
     assert parse_key("") is None
+
+
+def test_rfc3339_is_utc_with_microseconds() -> None:
+    assert rfc3339(1_764_391_919_377_757) == "2025-11-29T04:51:59.377757Z"
+    assert rfc3339(0) == "1970-01-01T00:00:00.000000Z"
+    assert rfc3339(1_000_001) == "1970-01-01T00:00:01.000001Z"
