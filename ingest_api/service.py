@@ -20,6 +20,20 @@ _event_decoder = msgspec.json.Decoder(EventIn)
 _encoder = msgspec.json.Encoder()
 
 
+# SQS refuses message bodies holding U+FFFE or U+FFFF, which JSON allows in strings. They
+# can only stand inside strings, where their escaped form means the same: swap them.
+_SQS_REFUSED = ((b"\xef\xbf\xbe", b"\\ufffe"), (b"\xef\xbf\xbf", b"\\uffff"))
+
+
+def sqs_safe(encoded: bytes) -> bytes:
+    """The same JSON, without the two characters an SQS body may not contain."""
+    if b"\xef\xbf" not in encoded:
+        return encoded
+    for raw, escaped in _SQS_REFUSED:
+        encoded = encoded.replace(raw, escaped)
+    return encoded
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptedEvent:
     event_id: str
@@ -71,7 +85,7 @@ class IngestService:
             for e in events
         ]
         try:
-            pending = self._batcher.submit([_encoder.encode(q) for q in queued])
+            pending = self._batcher.submit([sqs_safe(_encoder.encode(q)) for q in queued])
         except Overloaded:
             raise ServiceUnavailable("Too many events waiting for the queue; retry shortly.") from None
         try:

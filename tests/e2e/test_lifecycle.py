@@ -149,3 +149,14 @@ def test_copies_within_the_window_become_one_event(
         assert wait_until(lambda url=url: http.get(url, headers=api_key.headers).status_code == 200)  # type: ignore[misc]
         assert http.get(url, headers=api_key.headers).json()["event_id"] == original
     assert inbox_page(http, inbox, api_key)["total_undelivered"] == 2
+
+
+def test_characters_sqs_refuses_survive_the_trip(
+    http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
+) -> None:
+    # U+FFFE and U+FFFF are valid in JSON strings but not in an SQS message body.
+    payload = {"text": "a\ufffeb\uffffc", "emoji": "\U0001f600", "quote": 'say "hi"\\'}
+    sent = post_event(http, ingest, api_key, {"event_type": "unicode", "payload": payload})
+    assert sent.status_code == 202
+    page = wait_for_total(http, inbox, api_key, 1)
+    assert page["events"][0]["payload"] == payload
