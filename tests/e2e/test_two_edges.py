@@ -62,7 +62,7 @@ def test_the_same_event_sent_to_two_instances_at_once_is_one_inbox_entry(
     originals = wait_until(lambda: resolve_all(http, inbox, api_key, all_ids))
     assert isinstance(originals, set)
     assert len(originals) == 1  # every answer resolves to the one stored event
-    assert originals.pop() in all_ids[:4]  # and it is one of the first round's copies
+    assert originals.pop() in all_ids  # one of the copies (SQS keeps no order: any may win)
     page = http.get(f"{inbox.url}/inbox", headers=api_key.headers).json()
     assert page["total_undelivered"] == 1
     assert len(page["events"]) == 1
