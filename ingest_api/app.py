@@ -136,7 +136,6 @@ async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     "/events/batch",
     tags=["ingest"],
     summary="Send up to 500 events; one result per event, in order",
-    request_max_body_size=MAX_BATCH_BODY_BYTES,
 )
 async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
     try:
@@ -228,6 +227,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[request_context_middleware],
+        # The edge reads its bodies itself (_read_body, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
