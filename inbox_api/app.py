@@ -16,11 +16,17 @@ from inbox_api import openapi
 from inbox_api.cursor import CursorCodec, CursorState
 from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
 from inbox_api.store import AckOutcome, InboxStore
-from shared.auth import Authenticator
+from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
 from shared.errors import NotFound
-from shared.http import EXCEPTION_HANDLERS, health_handlers, request_context_middleware, tune_gc_on_startup
+from shared.http import (
+    EXCEPTION_HANDLERS,
+    client_address,
+    health_handlers,
+    request_context_middleware,
+    tune_gc_on_startup,
+)
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -37,6 +43,7 @@ _ack_decoder = msgspec.json.Decoder(AckIn)
 class InboxContext:
     clients: AwsClients
     auth: Authenticator
+    proxy_hops: int
     store: InboxStore
     cursors: CursorCodec
     events_table: str
@@ -48,7 +55,9 @@ def _context(request: Request[Any, Any, Any]) -> InboxContext:
 
 
 async def _account(request: Request[Any, Any, Any]) -> KeyRecord:
-    return await _context(request).auth.authenticate(request.headers.get("authorization"), Scope.INBOX)
+    context = _context(request)
+    client = client_address(request.scope, context.proxy_hops)
+    return await context.auth.authenticate(request.headers.get("authorization"), Scope.INBOX, client)
 
 
 @get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
@@ -121,12 +130,8 @@ def _lifespan(settings: Settings) -> Any:
         async with open_clients(settings) as clients:
             app.state.inbox = InboxContext(
                 clients=clients,
-                auth=Authenticator(
-                    DynamoKeyStore(clients.dynamodb, settings.keys_table),
-                    ttl_s=settings.key_cache_ttl_s,
-                    max_entries=settings.key_cache_max_entries,
-                    dummy_rounds=settings.bcrypt_rounds,
-                ),
+                auth=build_authenticator(settings, DynamoKeyStore(clients.dynamodb, settings.keys_table)),
+                proxy_hops=settings.trusted_proxy_hops,
                 store=InboxStore(clients.dynamodb, settings),
                 cursors=CursorCodec(settings.cursor_secret),
                 events_table=settings.events_table,

@@ -14,13 +14,14 @@ from ingest_api import openapi
 from ingest_api.batcher import SqsBatcher
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
-from shared.auth import Authenticator
+from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
 from shared.errors import AppError, PayloadTooLarge, RateLimited, ValidationError
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
+    client_address,
     health_handlers,
     request_context_middleware,
     request_id_of,
@@ -44,6 +45,7 @@ class IngestContext:
     queue_url: str
     auth: Authenticator
     limiter: RateLimiter
+    proxy_hops: int
     service: IngestService
     max_body_bytes: int
 
@@ -95,7 +97,9 @@ def _context(request: Request[Any, Any, Any]) -> IngestContext:
 
 
 async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
-    return await _context(request).auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST)
+    context = _context(request)
+    client = client_address(request.scope, context.proxy_hops)
+    return await context.auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST, client)
 
 
 def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:
@@ -196,12 +200,8 @@ def _lifespan(settings: Settings) -> Any:
             app.state.ingest = IngestContext(
                 clients=clients,
                 queue_url=queue_url,
-                auth=Authenticator(
-                    store,
-                    ttl_s=settings.key_cache_ttl_s,
-                    max_entries=settings.key_cache_max_entries,
-                    dummy_rounds=settings.bcrypt_rounds,
-                ),
+                auth=build_authenticator(settings, store),
+                proxy_hops=settings.trusted_proxy_hops,
                 limiter=RateLimiter(share=1 / settings.ingest_instances),
                 service=IngestService(
                     batcher,

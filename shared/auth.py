@@ -21,10 +21,12 @@ from datetime import UTC, datetime
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import Forbidden, KeyNotFound, ServiceUnavailable, Unauthenticated
+from shared.errors import Forbidden, KeyNotFound, RateLimited, ServiceUnavailable, Unauthenticated
 from shared.key_store import KeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, hash_secret, parse_key
 from shared.metrics import KEY_CACHE
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings
 
 log = structlog.get_logger()
 
@@ -46,6 +48,7 @@ class Authenticator:
         ttl_s: float,
         max_entries: int,
         dummy_rounds: int = 12,
+        failures_per_minute: int = 30,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -57,10 +60,23 @@ class Authenticator:
         self._dummy_rounds = dummy_rounds
         self._dummy_hash: str | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._failures = RateLimiter(clock=clock)
+        self._failures_per_minute = failures_per_minute
 
-    async def authenticate(self, authorization: str | None, scope: Scope) -> KeyRecord:
-        """The key's record if ``authorization`` carries a valid key allowed ``scope``."""
-        record = await self._verify(_bearer_token(authorization))
+    async def authenticate(self, authorization: str | None, scope: Scope, client: str = "") -> KeyRecord:
+        """The key's record if ``authorization`` carries a valid key allowed ``scope``.
+
+        A ``client`` that failed too often lately is refused (429) before any check.
+        """
+        wait_s = self._failures.blocked_for(client, self._failures_per_minute) if client else 0
+        if wait_s:
+            raise RateLimited(wait_s)
+        try:
+            record = await self._verify(_bearer_token(authorization))
+        except Unauthenticated:
+            if client:
+                self._failures.take(client, self._failures_per_minute)
+            raise
         if record.status is not KeyStatus.ACTIVE:
             raise Forbidden(f"This API key is {record.status.value}.")
         if scope not in record.scopes:
@@ -134,6 +150,17 @@ class Authenticator:
             await self._store.touch(key_id, used_at)
         except Exception as exc:  # noqa: BLE001 - best effort by design, logged
             log.warning("key_touch_failed", key_id=key_id, error=type(exc).__name__)
+
+
+def build_authenticator(settings: Settings, store: KeyStore) -> Authenticator:
+    """The authenticator both HTTP services use, configured from the settings."""
+    return Authenticator(
+        store,
+        ttl_s=settings.key_cache_ttl_s,
+        max_entries=settings.key_cache_max_entries,
+        dummy_rounds=settings.bcrypt_rounds,
+        failures_per_minute=settings.auth_failures_per_minute,
+    )
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -60,6 +60,18 @@ _HTTP_CODES = {
 }
 
 
+def client_address(scope: Scope, trusted_proxy_hops: int) -> str:
+    """Who sent the request: the TCP peer, or the address the trusted proxies recorded."""
+    if trusted_proxy_hops > 0:
+        forwarded = _header(scope, b"x-forwarded-for")
+        if forwarded:
+            hops = [part.strip() for part in forwarded.split(",")]
+            if len(hops) >= trusted_proxy_hops:
+                return hops[-trusted_proxy_hops]
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
 def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get(STATE_REQUEST_ID, ""))
 

@@ -47,6 +47,16 @@ class RateLimiter:
         self._max_keys = max_keys
         self._clock = clock
 
+    def blocked_for(self, key_id: str, per_minute: int) -> int:
+        """Seconds until one token is back, 0 if there is one now (nothing is taken)."""
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            return 0
+        per_minute = max(1, round(per_minute * self._share))
+        rate = per_minute / 60.0
+        tokens = min(float(per_minute), bucket.tokens + (self._clock() - bucket.updated_at) * rate)
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate))
+
     def take(self, key_id: str, per_minute: int, count: int = 1) -> RateDecision:
         """Take ``count`` tokens from the key's bucket (capacity = one minute of events)."""
         now = self._clock()

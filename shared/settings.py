@@ -100,6 +100,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 30.0
     key_cache_max_entries: Annotated[int, _doc("Most keys held in the verified-key cache.")] = 10_000
     bcrypt_rounds: Annotated[int, _doc("bcrypt cost of newly created keys.")] = 12
+    auth_failures_per_minute: Annotated[
+        int,
+        _doc(
+            "Failed authentications one client may make per minute (burst the same) before "
+            "its requests get 429 without any key check: bcrypt is too costly to offer freely."
+        ),
+    ] = 30
+    trusted_proxy_hops: Annotated[
+        int,
+        _doc(
+            "Proxies in front of the services that append to X-Forwarded-For (1 behind an "
+            "ALB). 0: the client is the TCP peer. Decides who 'one client' is for the above."
+        ),
+    ] = 0
 
     # --- writer ----------------------------------------------------------------------------
     writer_receivers: Annotated[int, _doc("Concurrent long-poll receive loops per writer process.")] = 4

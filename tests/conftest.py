@@ -69,6 +69,8 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
         "TRIGGERS_WRITER_SHUTDOWN_GRACE_S": "5",
         "TRIGGERS_STATE_DIR": str(tmp_path_factory.mktemp("state")),
         "TRIGGERS_LOG_LEVEL": "INFO",
+        # Many tests send bad keys from this one address on purpose.
+        "TRIGGERS_AUTH_FAILURES_PER_MINUTE": "10000",
     }
     settings = settings_from_env(env)
     init_resources(settings)

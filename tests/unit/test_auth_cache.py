@@ -11,7 +11,7 @@ import pytest
 
 from shared import auth as auth_module
 from shared.auth import Authenticator
-from shared.errors import Forbidden, KeyNotFound, Unauthenticated
+from shared.errors import Forbidden, KeyNotFound, RateLimited, Unauthenticated
 from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, generate_key, hash_secret
 
 
@@ -130,3 +130,20 @@ async def test_scope_is_checked_on_cached_keys() -> None:
     await auth.authenticate(f"Bearer {key}", Scope.INBOX)
     with pytest.raises(Forbidden):
         await auth.authenticate(f"Bearer {key}", Scope.INGEST)
+
+
+async def test_a_client_that_keeps_failing_is_refused_before_any_check(bcrypt_calls: list[str]) -> None:
+    store = FakeStore()
+    key = make(store)
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=3)
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(f"Bearer {wrong}", Scope.INGEST, client="10.0.0.1")
+    checks = len(bcrypt_calls)
+    with pytest.raises(RateLimited) as refused:
+        await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="10.0.0.1")
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    assert len(bcrypt_calls) == checks  # refused without spending a bcrypt check
+    # Another client is not affected, and successes cost nothing.
+    assert (await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="10.0.0.2")).account_id == "acc"

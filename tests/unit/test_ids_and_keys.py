@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.http import client_address
 from shared.ids import is_event_id, new_event_id, rfc3339, sanitize_request_id
 from shared.keys import generate_key, parse_key
 
@@ -50,3 +53,12 @@ def test_rfc3339_is_utc_with_microseconds() -> None:
     assert rfc3339(1_764_391_919_377_757) == "2025-11-29T04:51:59.377757Z"
     assert rfc3339(0) == "1970-01-01T00:00:00.000000Z"
     assert rfc3339(1_000_001) == "1970-01-01T00:00:01.000001Z"
+
+
+def test_the_client_is_the_peer_unless_proxies_are_trusted() -> None:
+    scope: Any = {"client": ("10.1.1.1", 5000), "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.7")]}
+    assert client_address(scope, 0) == "10.1.1.1"
+    assert client_address(scope, 1) == "203.0.113.7"  # the address the one trusted proxy saw
+    assert client_address(scope, 2) == "6.6.6.6"
+    nobody: Any = {"client": None, "headers": []}
+    assert client_address(nobody, 1) == ""
