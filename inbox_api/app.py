@@ -24,8 +24,8 @@ from shared.http import (
     EXCEPTION_HANDLERS,
     client_address,
     health_handlers,
-    request_context_middleware,
     tune_gc_on_startup,
+    with_request_context,
 )
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
@@ -144,7 +144,7 @@ def _lifespan(settings: Settings) -> Any:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             get_inbox,
             get_event,
@@ -156,8 +156,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan(settings)],
         on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_context_middleware],
         request_max_body_size=64 * 1024,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )
+    return with_request_context(app)

@@ -23,9 +23,9 @@ from shared.http import (
     STATE_EXTRA_HEADERS,
     client_address,
     health_handlers,
-    request_context_middleware,
     request_id_of,
     tune_gc_on_startup,
+    with_request_context,
 )
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -221,14 +221,14 @@ def _lifespan(settings: Settings) -> Any:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return Litestar(
+    app = Litestar(
         route_handlers=[post_event, post_batch, *health_handlers(_ready), openapi_handler(openapi.document())],
         lifespan=[_lifespan(settings)],
         on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[request_context_middleware],
         # The edge reads its bodies itself (_read_body, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )
+    return with_request_context(app)

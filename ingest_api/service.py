@@ -10,7 +10,7 @@ import msgspec
 
 from ingest_api.batcher import Overloaded, SqsBatcher
 from ingest_api.schemas import EventIn
-from shared.decoding import detail_from_msgspec
+from shared.decoding import UNDECODABLE, detail_from_msgspec, undecodable
 from shared.envelope import QueuedEvent
 from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
 from shared.ids import new_event_id, rfc3339
@@ -52,6 +52,9 @@ class IngestService:
             event = _event_decoder.decode(raw)
         except msgspec.DecodeError as exc:
             detail = detail_from_msgspec(exc, prefix)
+            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from exc
+        except UNDECODABLE as exc:
+            detail = undecodable(exc, prefix)
             raise ValidationError(f"Invalid event: {detail.message}", [detail]) from exc
         payload = bytes(event.payload)
         if not payload.startswith(b"{"):

@@ -32,12 +32,24 @@ def detail_from_msgspec(exc: msgspec.DecodeError, prefix: str = "$") -> ErrorDet
     return ErrorDetail(field=prefix + path[1:], message=text)
 
 
+# msgspec raises these, not DecodeError, for JSON nested too deep and for invalid UTF-8.
+UNDECODABLE = (RecursionError, UnicodeDecodeError)
+
+
+def undecodable(exc: Exception, prefix: str = "$") -> ErrorDetail:
+    reason = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+    return ErrorDetail(field=prefix, message=f"Body is not valid JSON: {reason}.")
+
+
 def decode_json(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "$") -> T:
     try:
         return decoder.decode(body)
     except msgspec.DecodeError as exc:
         detail = detail_from_msgspec(exc, prefix)
         raise ValidationError(f"Invalid request body: {detail.message}", [detail]) from exc
+    except UNDECODABLE as exc:
+        detail = undecodable(exc, prefix)
+        raise ValidationError(detail.message, [detail]) from exc
 
 
 def require_json(content_type: str | None) -> None:

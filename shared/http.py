@@ -198,6 +198,16 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def with_request_context(app: Litestar) -> Litestar:
+    """Put ``request_context_middleware`` around the whole app, routing included.
+
+    In Litestar's ``middleware=`` list it would wrap matched routes only, so a 404 or 405
+    for an unknown path would go out without X-Request-ID and without a log line.
+    """
+    app.asgi_handler = request_context_middleware(app.asgi_handler)
+    return app
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:

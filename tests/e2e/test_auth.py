@@ -164,3 +164,16 @@ def test_concurrent_acknowledgements_from_two_clients_keep_the_count_exact(
         ]
         == 0
     )
+
+
+def test_unknown_paths_carry_a_request_id_and_the_error_shape(
+    http: httpx.Client, ingest: Service, inbox: Service
+) -> None:
+    for service in (ingest, inbox):
+        response = http.get(f"{service.url}/no/such/path", headers={"X-Request-ID": "lost-1"})
+        assert response.status_code == 404
+        assert response.headers["x-request-id"] == "lost-1"
+        assert response.json()["correlation_id"] == "lost-1"
+        wrong_method = http.put(f"{service.url}/status")
+        assert wrong_method.status_code == 405
+        assert wrong_method.json()["error_code"] == "METHOD_NOT_ALLOWED"
