@@ -67,16 +67,6 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLK_TCK
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its descendants."""
-    total = 0
-    for member in _descendants(pid):
-        for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 _LUA_TEMPLATE = """
 wrk.method = "{method}"
 {body}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from inbox_api.schemas import MAX_ACK_IDS, AckIn, AckOut, EventOut, InboxPage
-from shared.http import VERSION, Status
-from shared.openapi import Operation, build_openapi
+from shared.http import VERSION
+from shared.openapi import Operation, build_openapi, health_operations
 
 _EVENT = {
     "event_id": "01M8JTAJRHMRRAVC3GCG0R0A61",
@@ -16,7 +16,6 @@ _EVENT = {
     "delivered": False,
     "delivered_at": None,
 }
-_STATUS = {"status": "ok", "version": VERSION, "uptime_seconds": 12.5}
 _EVENT_ID = {
     "name": "event_id",
     "in": "path",
@@ -79,18 +78,7 @@ OPERATIONS = [
         body_example={"event_ids": ["01M8JTAJRHMRRAVC3GCG0R0A61"]},
         errors=(400, 413, 415, 503),
     ),
-    Operation("get", "/status", "Liveness; touches no dependency", "health", 200, Status, _STATUS, authenticated=False),
-    Operation(
-        "get",
-        "/ready",
-        "Readiness: DynamoDB reachable",
-        "health",
-        200,
-        Status,
-        _STATUS,
-        authenticated=False,
-        extra_ok={503: ("DynamoDB unreachable.", Status, {**_STATUS, "status": "unavailable"})},
-    ),
+    *health_operations(VERSION, "DynamoDB"),
 ]
 
 

@@ -72,10 +72,9 @@ async def _read_body(request: Request[Any, Any, Any], headers: dict[bytes, str],
     """The body, refused with 413 from Content-Length before reading, or as soon as the bytes
     received pass ``limit`` (chunked bodies). Read straight from ASGI: Litestar's reader
     would rebuild the request's header map to learn the length."""
-    too_large = PayloadTooLarge(f"The body exceeds {limit} bytes.")
     declared = headers.get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -85,10 +84,14 @@ async def _read_body(request: Request[Any, Any, Any], headers: dict[bytes, str],
         chunk: bytes = message.get("body", b"")  # type: ignore[assignment]  # an http.request message
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body exceeds {limit} bytes.")
 
 
 def _context(request: Request[Any, Any, Any]) -> IngestContext:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ingest_api.schemas import Accepted, BatchIn, BatchResult, EventIn
-from shared.http import VERSION, Status
-from shared.openapi import Operation, build_openapi, error_example
+from shared.http import VERSION
+from shared.openapi import Operation, build_openapi, error_example, health_operations
 
 _ACCEPTED = {
     "event_id": "01M8JTAJRHMRRAVC3GCG0R0A61",
@@ -20,7 +20,6 @@ _IDEMPOTENCY_HEADER = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 _ERROR_ITEM = {k: v for k, v in error_example(400).items() if k != "correlation_id"}
-_STATUS = {"status": "ok", "version": VERSION, "uptime_seconds": 12.5}
 
 OPERATIONS = [
     Operation(
@@ -55,18 +54,7 @@ OPERATIONS = [
             )
         },
     ),
-    Operation("get", "/status", "Liveness; touches no dependency", "health", 200, Status, _STATUS, authenticated=False),
-    Operation(
-        "get",
-        "/ready",
-        "Readiness: SQS reachable",
-        "health",
-        200,
-        Status,
-        _STATUS,
-        authenticated=False,
-        extra_ok={503: ("SQS unreachable.", Status, {**_STATUS, "status": "unavailable"})},
-    ),
+    *health_operations(VERSION, "SQS"),
 ]
 
 

@@ -105,6 +105,7 @@ class LeanClient:
         self._on_request = on_request
 
     def __getattr__(self, name: str) -> Any:
+        # Only reached for names not set on the instance: each lean method is made once.
         operation = self._service.operations.get(name)
         if operation is None:
             return getattr(self._fallback, name)
@@ -112,6 +113,7 @@ class LeanClient:
         async def call(**params: Any) -> dict[str, Any]:
             return await self._call(operation, params)
 
+        setattr(self, name, call)
         return call
 
     async def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import msgspec
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 
-from shared.http import ErrorBody
+from shared.http import ErrorBody, Status
 
 REF = "#/components/schemas/{name}"
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -106,6 +106,27 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.body_schema is not None:
         document["requestBody"] = {"required": True, "content": _json(op.body_schema.__name__, op.body_example)}
     return document
+
+
+def health_operations(version: str, dependency: str) -> list[Operation]:
+    """GET /status and GET /ready, as every service serves them (shared/http.py)."""
+    example = {"status": "ok", "version": version, "uptime_seconds": 12.5}
+    return [
+        Operation(
+            "get", "/status", "Liveness; touches no dependency", "health", 200, Status, example, authenticated=False
+        ),
+        Operation(
+            "get",
+            "/ready",
+            f"Readiness: {dependency} reachable",
+            "health",
+            200,
+            Status,
+            example,
+            authenticated=False,
+            extra_ok={503: (f"{dependency} unreachable.", Status, {**example, "status": "unavailable"})},
+        ),
+    ]
 
 
 def build_openapi(title: str, version: str, operations: list[Operation]) -> bytes:

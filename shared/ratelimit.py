@@ -52,33 +52,40 @@ class RateLimiter:
         bucket = self._buckets.get(key_id)
         if bucket is None:
             return 0
-        per_minute = max(1, round(per_minute * self._share))
-        rate = per_minute / 60.0
-        tokens = min(float(per_minute), bucket.tokens + (self._clock() - bucket.updated_at) * rate)
-        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) / rate))
+        capacity = self._capacity(per_minute)
+        tokens = _refilled(bucket, capacity, self._clock())
+        return 0 if tokens >= 1 else max(1, math.ceil((1 - tokens) * 60 / capacity))
 
     def take(self, key_id: str, per_minute: int, count: int = 1) -> RateDecision:
         """Take ``count`` tokens from the key's bucket (capacity = one minute of events)."""
         now = self._clock()
-        per_minute = max(1, round(per_minute * self._share))
-        rate = per_minute / 60.0
+        capacity = self._capacity(per_minute)
+        rate = capacity / 60.0
         bucket = self._buckets.get(key_id)
         if bucket is None:
-            bucket = self._buckets[key_id] = _Bucket(float(per_minute), now)
+            bucket = self._buckets[key_id] = _Bucket(float(capacity), now)
             if len(self._buckets) > self._max_keys:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key_id)
-            bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.updated_at) * rate)
+            bucket.tokens = _refilled(bucket, capacity, now)
             bucket.updated_at = now
         allowed = count <= bucket.tokens
         if allowed:
             bucket.tokens -= count
-        missing = max(0.0, count - bucket.tokens) if not allowed else 0.0
         return RateDecision(
             allowed=allowed,
-            limit=per_minute,
+            limit=capacity,
             remaining=int(bucket.tokens),
-            reset_s=math.ceil((per_minute - bucket.tokens) / rate) if rate else 0,
-            retry_after_s=max(1, math.ceil(missing / rate)) if not allowed and rate else 0,
+            reset_s=math.ceil((capacity - bucket.tokens) / rate),
+            retry_after_s=0 if allowed else max(1, math.ceil((count - bucket.tokens) / rate)),
         )
+
+    def _capacity(self, per_minute: int) -> int:
+        """This process's share of a per-minute limit (at least one token)."""
+        return max(1, round(per_minute * self._share))
+
+
+def _refilled(bucket: _Bucket, capacity: int, now: float) -> float:
+    """The bucket's tokens at ``now``: refilled smoothly, never above capacity."""
+    return min(float(capacity), bucket.tokens + (now - bucket.updated_at) * capacity / 60.0)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from shared import processes
@@ -29,6 +28,9 @@ from shared.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
 
 SERVICE_START_TIMEOUT_S = 30.0
+# Settings that point a process's DynamoDB at the discard port (nothing listens: every call
+# is refused at once) and give up after one attempt: DynamoDB "down", quickly.
+BROKEN_DYNAMODB = {"TRIGGERS_DYNAMODB_ENDPOINT_URL": "http://127.0.0.1:9", "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
 
 
 @dataclass(frozen=True)
@@ -205,10 +207,6 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 15.0, interva
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval_s)
-
-
-def decode(response: httpx.Response) -> object:
-    return msgspec.json.decode(response.content)
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from shared.envelope import QueuedEvent, encode_message
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
 from shared.settings import settings_from_env
-from tests.conftest import Stack, private_stack
+from tests.conftest import BROKEN_DYNAMODB, Stack, private_stack
 from writer_worker.lambda_handler import LambdaWriter
 
 ARN = "arn:aws:sqs:us-east-1:123456789012:triggers-events"
@@ -111,9 +111,7 @@ def test_a_poison_record_is_dead_lettered_and_its_neighbours_stored(own: Stack, 
 
 
 def test_records_that_cannot_be_stored_now_are_reported_as_failures(own: Stack) -> None:
-    broken = settings_from_env(
-        {**own.env, "TRIGGERS_DYNAMODB_ENDPOINT_URL": "http://127.0.0.1:9", "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
-    )
+    broken = settings_from_env({**own.env, **BROKEN_DYNAMODB})
     writer = LambdaWriter(broken)
     try:
         account = new_account_id()

@@ -13,10 +13,7 @@ import httpx
 from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import open_clients
-from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, start_service, wait_until
-
-DEAD_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
-BROKEN_DYNAMODB = {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
+from tests.conftest import BROKEN_DYNAMODB, ApiKey, Service, Stack, make_key, private_stack, start_service, wait_until
 
 
 def queue_counts(stack: Stack, queue: str) -> tuple[int, int]:
@@ -70,9 +67,7 @@ def test_dynamodb_down_deletes_nothing_and_events_are_stored_once_it_returns(sta
     own = private_stack(stack, queue_visibility_timeout_s="5")
     key = make_key(own)
     ingest = start_service(own, "ingest")
-    broken = start_service(
-        own, "writer", {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
-    )
+    broken = start_service(own, "writer", BROKEN_DYNAMODB)
     try:
         ids = send_batches(ingest, key, [{"event_type": "outage", "payload": {"i": i}} for i in range(20)])
         time.sleep(3)  # the broken writer receives and fails, several times over
@@ -98,9 +93,7 @@ def test_a_message_that_keeps_failing_reaches_the_dlq_after_max_receives(stack: 
     own = private_stack(stack, queue_max_receive_count="2", queue_visibility_timeout_s="5")
     key = make_key(own)
     ingest = start_service(own, "ingest")
-    broken = start_service(
-        own, "writer", {"TRIGGERS_DYNAMODB_ENDPOINT_URL": DEAD_ENDPOINT, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
-    )
+    broken = start_service(own, "writer", BROKEN_DYNAMODB)
     try:
         send_batches(ingest, key, [{"event_type": "doomed", "payload": {}}])
         assert wait_until(lambda: queue_counts(own, own.settings.dead_letter_queue)[0] == 1, timeout_s=40)
