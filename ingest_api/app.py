@@ -12,12 +12,13 @@ from litestar import Litestar, Request, Response, post
 
 from ingest_api import openapi
 from ingest_api.batcher import SqsBatcher
+from ingest_api.body import BodyDeadlines
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
 from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
-from shared.errors import AppError, PayloadTooLarge, RateLimited, ValidationError
+from shared.errors import AppError, RateLimited
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
@@ -48,6 +49,7 @@ class IngestContext:
     proxy_hops: int
     service: IngestService
     max_body_bytes: int
+    bodies: BodyDeadlines
 
 
 _WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"idempotency-key", b"content-length"})
@@ -66,32 +68,6 @@ def _wanted_headers(request: Request[Any, Any, Any]) -> dict[bytes, str]:
         found = {k: v.decode("latin-1") for k, v in request.scope["headers"] if k in _WANTED_HEADERS}
         state[_STATE_HEADERS] = found
     return found
-
-
-async def _read_body(request: Request[Any, Any, Any], headers: dict[bytes, str], limit: int) -> bytes:
-    """The body, refused with 413 from Content-Length before reading, or as soon as the bytes
-    received pass ``limit`` (chunked bodies). Read straight from ASGI: Litestar's reader
-    would rebuild the request's header map to learn the length."""
-    declared = headers.get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ValidationError("The client disconnected before sending the whole body.")
-        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]  # an http.request message
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The body exceeds {limit} bytes.")
 
 
 def _context(request: Request[Any, Any, Any]) -> IngestContext:
@@ -130,7 +106,7 @@ async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     headers = _wanted_headers(request)
     require_json(headers.get(b"content-type"))
     key_header = headers.get(b"idempotency-key")
-    body = await _read_body(request, headers, context.max_body_bytes)
+    body = await context.bodies.read(request.receive, headers.get(b"content-length"), context.max_body_bytes)
     event = context.service.parse_event(body, header_key=key_header)
     _take_tokens(request, key, 1)
     (outcome,) = await context.service.accept(key, [event], request_id_of(request.scope))
@@ -162,8 +138,10 @@ async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
 async def _accept_batch(request: Request[Any, Any, Any]) -> list[BatchItem]:
     context = _context(request)
     key = await _authenticate(request)
-    require_json(_wanted_headers(request).get(b"content-type"))
-    batch = decode_json(_batch_decoder, await _read_body(request, _wanted_headers(request), MAX_BATCH_BODY_BYTES))
+    headers = _wanted_headers(request)
+    require_json(headers.get(b"content-type"))
+    body = await context.bodies.read(request.receive, headers.get(b"content-length"), MAX_BATCH_BODY_BYTES)
+    batch = decode_json(_batch_decoder, body)
     parsed: list[EventIn | AppError] = []
     for index, raw in enumerate(batch.events):
         try:
@@ -197,8 +175,11 @@ def _lifespan(settings: Settings) -> Any:
                 queue_url,
                 linger_s=settings.enqueue_linger_ms / 1000,
                 max_waiting_events=settings.enqueue_max_waiting_events,
+                send_timeout_s=settings.enqueue_timeout_s,
             )
             await batcher.start()
+            bodies = BodyDeadlines(settings.body_timeout_s)
+            await bodies.start()
             store = DynamoKeyStore(clients.dynamodb, settings.keys_table)
             app.state.ingest = IngestContext(
                 clients=clients,
@@ -209,13 +190,14 @@ def _lifespan(settings: Settings) -> Any:
                 service=IngestService(
                     batcher,
                     max_payload_bytes=settings.max_payload_bytes,
-                    enqueue_timeout_s=settings.enqueue_timeout_s,
                 ),
                 max_body_bytes=settings.max_body_bytes,
+                bodies=bodies,
             )
             try:
                 yield
             finally:
+                await bodies.close()
                 await batcher.close()  # flush what was accepted before the clients close
 
     return lifespan
@@ -229,7 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan(settings)],
         on_startup=[tune_gc_on_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        # The edge reads its bodies itself (_read_body, same limits); this guards any other route.
+        # The edge reads its bodies itself (ingest_api/body.py, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything

@@ -5,7 +5,10 @@ packs the events of many requests into SQS messages (several events a message) a
 them with SendMessageBatch (10 messages a call). A request is told "stored" only when every
 message holding one of its events was acknowledged by SQS; a failed entry fails only the
 events it carried. The number of waiting events is bounded: past it, callers are refused
-at once (503) instead of queueing without limit.
+at once (503) instead of queueing without limit. Each SQS call has a deadline
+(``send_timeout_s``): one timer per call rather than one per request, so a stuck SQS
+answers its callers "not stored" within about twice that time (waiting for a free send
+slot, then the send itself).
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ class SqsBatcher:
         linger_s: float = 0.002,
         max_waiting_events: int = 20_000,
         max_concurrent_sends: int = 32,
+        send_timeout_s: float = 5.0,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
         self._linger_s = linger_s
+        self._send_timeout_s = send_timeout_s
         self._max_waiting = max_waiting_events
         self._waiting: list[_Submission] = []
         self._waiting_events = 0
@@ -123,12 +128,13 @@ class SqsBatcher:
             try:
                 SQS_SEND_EVENTS.observe(sum(len(m.owners) for m in messages))
                 with SQS_SEND_SECONDS.time():
-                    response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
+                    async with asyncio.timeout(self._send_timeout_s):
+                        response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
                 failed = response.get("Failed", [])
                 failed_ids = {f["Id"] for f in failed}
                 if failed:
                     log.warning("sqs_entries_failed", count=len(failed), codes=sorted({f["Code"] for f in failed}))
-            except (BotoCoreError, ClientError) as exc:
+            except (BotoCoreError, ClientError, TimeoutError) as exc:
                 log.warning("sqs_send_failed", error=type(exc).__name__)
                 failed_ids = {e["Id"] for e in entries}
             for i, message in enumerate(messages):

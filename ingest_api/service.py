@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -41,10 +40,9 @@ class AcceptedEvent:
 
 
 class IngestService:
-    def __init__(self, batcher: SqsBatcher, *, max_payload_bytes: int, enqueue_timeout_s: float) -> None:
+    def __init__(self, batcher: SqsBatcher, *, max_payload_bytes: int) -> None:
         self._batcher = batcher
         self._max_payload = max_payload_bytes
-        self._timeout = enqueue_timeout_s
 
     def parse_event(self, raw: bytes, prefix: str = "$", header_key: str | None = None) -> EventIn:
         """Decode and check one event; raises a field-level ``AppError``."""
@@ -91,15 +89,11 @@ class IngestService:
             pending = self._batcher.submit([sqs_safe(_encoder.encode(q)) for q in queued])
         except Overloaded:
             raise ServiceUnavailable("Too many events waiting for the queue; retry shortly.") from None
-        try:
-            async with asyncio.timeout(self._timeout):
-                stored = await pending
-        except TimeoutError:
-            raise ServiceUnavailable("The queue did not answer in time; retry.") from None
+        stored = await pending  # bounded: every SQS call has a deadline (SqsBatcher)
         received_at = rfc3339(received_us)
         if all(stored):
             return [AcceptedEvent(q.event_id, received_at) for q in queued]
-        unavailable = ServiceUnavailable("The queue refused this event; retry.")
+        unavailable = ServiceUnavailable("The queue did not take this event in time; retry.")
         return [
             AcceptedEvent(q.event_id, received_at) if ok else unavailable for q, ok in zip(queued, stored, strict=True)
         ]

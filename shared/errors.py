@@ -53,6 +53,13 @@ class NotFound(AppError):
     error_code = "NOT_FOUND"
 
 
+class RequestTimeout(AppError):
+    """The client did not send its whole body in time (a stalled or trickling upload)."""
+
+    status = 408
+    error_code = "REQUEST_TIMEOUT"
+
+
 class PayloadTooLarge(AppError):
     status = 413
     error_code = "PAYLOAD_TOO_LARGE"

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dedup_window_s: Annotated[int, _doc("Deduplication window: copies received within it are one event.")] = 300
     max_payload_bytes: Annotated[int, _doc("Largest encoded `payload` of one event.")] = 256 * 1024
     max_body_bytes: Annotated[int, _doc("Largest body of POST /events.")] = 512 * 1024
+    body_timeout_s: Annotated[
+        float, _doc("Longest the ingest edge waits for a whole request body before answering 408.")
+    ] = 10.0
     default_rate_limit_per_minute: Annotated[
         int, _doc("Events per minute for a key created without its own limit.")
     ] = 6000
@@ -88,7 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     enqueue_max_waiting_events: Annotated[
         int, _doc("Events waiting for SQS, per ingest process, beyond which requests get 503 at once.")
     ] = 20_000
-    enqueue_timeout_s: Annotated[float, _doc("Longest an ingest request waits for SQS before answering 503.")] = 5.0
+    enqueue_timeout_s: Annotated[
+        float,
+        _doc("Deadline of one SQS send; its requests then get 503 (a request waits at most about twice this)."),
+    ] = 5.0
 
     # --- keys ------------------------------------------------------------------------------
     key_cache_ttl_s: Annotated[

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from shared import processes
 from shared.keys import Scope
-from tests.conftest import ApiKey, Service, Stack, run_triggers, wait_until
+from tests.conftest import ApiKey, Service, Stack, run_triggers, start_service, wait_until
 
 pytestmark = pytest.mark.usefixtures("writer")
 
@@ -50,6 +51,26 @@ def test_wrong_secret_gets_401(http: httpx.Client, ingest: Service, api_key: Api
     tampered = api_key.key[:-1] + ("A" if api_key.key[-1] != "A" else "B")
     response = http.post(f"{ingest.url}/events", json=EVENT, headers={"Authorization": f"Bearer {tampered}"})
     assert response.status_code == 401
+
+
+def test_a_client_that_keeps_failing_is_locked_out_and_others_are_not(
+    http: httpx.Client, stack: Stack, api_key: ApiKey
+) -> None:
+    edge = start_service(
+        stack, "ingest", {"TRIGGERS_AUTH_FAILURES_PER_MINUTE": "3", "TRIGGERS_TRUSTED_PROXY_HOPS": "1"}
+    )
+    attacker = {"X-Forwarded-For": "203.0.113.7"}
+    guess = {**attacker, "Authorization": "Bearer trg_0123456789abcdef_" + "x" * 43}
+    try:
+        assert [http.post(f"{edge.url}/events", json=EVENT, headers=guess).status_code for _ in range(3)] == [401] * 3
+        locked = http.post(f"{edge.url}/events", json=EVENT, headers={**attacker, **api_key.headers})
+        assert locked.status_code == 429  # even a right key, until the bucket refills
+        assert int(locked.headers["retry-after"]) >= 1
+        assert locked.json()["error_code"] == "RATE_LIMITED"
+        someone_else = {"X-Forwarded-For": "203.0.113.8", **api_key.headers}
+        assert http.post(f"{edge.url}/events", json=EVENT, headers=someone_else).status_code == 202
+    finally:
+        processes.stop([edge.process])
 
 
 def test_missing_scope_gets_403(

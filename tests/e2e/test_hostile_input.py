@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
-from tests.conftest import ApiKey, Service
+from shared import processes
+from tests.conftest import ApiKey, Service, Stack, start_service
 
 DEEP = b'{"event_type": "deep", "payload": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
 
@@ -71,3 +76,33 @@ def test_odd_inbox_paths_and_queries_never_500(http: httpx.Client, inbox: Servic
     response = http.get(f"{inbox.url}{path}", headers=api_key.headers)
     assert 400 <= response.status_code < 500
     assert response.json()["correlation_id"]
+
+
+@pytest.fixture(scope="module")
+def impatient_ingest(stack: Stack) -> Iterator[Service]:
+    """An ingest edge that waits one second for a body."""
+    service = start_service(stack, "ingest", {"TRIGGERS_BODY_TIMEOUT_S": "1"})
+    yield service
+    processes.stop([service.process])
+
+
+def test_a_stalled_body_gets_408_and_does_not_hold_up_others(
+    http: httpx.Client, impatient_ingest: Service, api_key: ApiKey
+) -> None:
+    host, port = impatient_ingest.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as slow:
+        started = time.monotonic()
+        head = (
+            f"POST /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api_key.key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        slow.sendall(head.encode() + b'{"event_type": ')  # ... and the rest never comes
+        meanwhile = http.post(
+            f"{impatient_ingest.url}/events", json={"event_type": "t", "payload": {}}, headers=api_key.headers
+        )
+        assert meanwhile.status_code == 202
+        answer = slow.recv(65536).decode()
+        waited = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert '"error_code":"REQUEST_TIMEOUT"' in answer
+    assert 1 <= waited < 5  # the deadline plus at most one sweep interval, not forever

@@ -107,3 +107,19 @@ async def test_close_flushes_what_was_accepted() -> None:
     assert await pending == [True]
     with pytest.raises(Overloaded):
         await batcher.submit([b"{}"])
+
+
+class HangingSqs:
+    """An SQS that accepts the connection and never answers."""
+
+    async def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_stuck_sqs_call_answers_its_callers_not_stored_at_its_deadline() -> None:
+    batcher = SqsBatcher(HangingSqs(), "url", linger_s=0.001, send_timeout_s=0.05)  # type: ignore[arg-type]
+    await batcher.start()
+    results = await asyncio.wait_for(asyncio.gather(batcher.submit([b"{}"]), batcher.submit([b"{}", b"{}"])), 2)
+    assert list(results) == [[False], [False, False]]
+    await batcher.close()
