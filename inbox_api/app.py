@@ -24,6 +24,7 @@ from shared.http import (
     EXCEPTION_HANDLERS,
     client_address,
     health_handlers,
+    refuse_unknown_query,
     tune_gc_on_startup,
     with_request_context,
 )
@@ -54,10 +55,16 @@ def _context(request: Request[Any, Any, Any]) -> InboxContext:
     return context
 
 
-async def _account(request: Request[Any, Any, Any]) -> KeyRecord:
+_INBOX_QUERY = frozenset({"limit", "cursor", "event_type", "order"})
+
+
+async def _account(request: Request[Any, Any, Any], query: frozenset[str] = frozenset()) -> KeyRecord:
+    """The caller's key (401/403/429 otherwise); then 400 for query parameters not in ``query``."""
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
-    return await context.auth.authenticate(request.headers.get("authorization"), Scope.INBOX, client)
+    key = await context.auth.authenticate(request.headers.get("authorization"), Scope.INBOX, client)
+    refuse_unknown_query(request.scope, query)
+    return key
 
 
 @get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
@@ -68,7 +75,7 @@ async def get_inbox(
     event_type: Annotated[str | None, Parameter(min_length=1, max_length=255)] = None,
     order: Literal["asc", "desc"] = "asc",
 ) -> InboxPage:
-    key = await _account(request)
+    key = await _account(request, _INBOX_QUERY)
     context = _context(request)
     query = CursorState(key.account_id, event_type, order, "")
     after = context.cursors.decode(cursor, query) if cursor is not None else None

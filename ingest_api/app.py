@@ -24,6 +24,7 @@ from shared.http import (
     STATE_EXTRA_HEADERS,
     client_address,
     health_handlers,
+    refuse_unknown_query,
     request_id_of,
     tune_gc_on_startup,
     with_request_context,
@@ -78,7 +79,9 @@ def _context(request: Request[Any, Any, Any]) -> IngestContext:
 async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
-    return await context.auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST, client)
+    key = await context.auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST, client)
+    refuse_unknown_query(request.scope)
+    return key
 
 
 def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:

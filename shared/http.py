@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
@@ -20,7 +21,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
-from shared.errors import AppError, ErrorDetail
+from shared.errors import AppError, ErrorDetail, ValidationError
 from shared.gc_tuning import tune_gc
 from shared.ids import sanitize_request_id
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
@@ -70,6 +71,20 @@ def client_address(scope: Scope, trusted_proxy_hops: int) -> str:
                 return hops[-trusted_proxy_hops]
     client = scope.get("client")
     return str(client[0]) if client else ""
+
+
+def refuse_unknown_query(scope: Scope, allowed: frozenset[str] = frozenset()) -> None:
+    """400 for query parameters a route does not take: a misspelt filter (``?evnet_type=``)
+    would otherwise page through the whole inbox, and a consumer acknowledge what it never
+    meant to handle."""
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return
+    names = {name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
+    unknown = sorted(names - allowed)
+    if unknown:
+        details = [ErrorDetail(name[:100], "Unknown query parameter.") for name in unknown[:10]]
+        raise ValidationError("Unknown query parameters.", details)
 
 
 def request_id_of(scope: Scope) -> str:

@@ -157,3 +157,18 @@ def test_conflicting_idempotency_keys_get_400(http: httpx.Client, ingest: Servic
     response = post_raw(http, ingest, api_key, body, **{"Idempotency-Key": "b"})
     assert response.status_code == 400
     assert response.json()["details"][0]["field"] == "$.idempotency_key"
+
+
+def test_a_misspelt_query_parameter_is_refused_not_ignored(
+    http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
+) -> None:
+    """?evnet_type=x silently ignored would page through every type, and the consumer would ack them."""
+    for response in (
+        http.get(f"{inbox.url}/inbox?evnet_type=x&limit=5", headers=api_key.headers),
+        http.post(f"{ingest.url}/events?debug=1", json={"event_type": "t", "payload": {}}, headers=api_key.headers),
+    ):
+        assert response.status_code == 400
+        body = response.json()
+        assert body["error_code"] == "VALIDATION_ERROR"
+        assert [d["field"] for d in body["details"]] in (["evnet_type"], ["debug"])
+    assert http.get(f"{inbox.url}/inbox?event_type=x&limit=5&order=desc", headers=api_key.headers).status_code == 200
