@@ -26,6 +26,7 @@ from shared.key_store import DynamoKeyStore
 from shared.keys import Scope
 from shared.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
+from tests.faults import SUMMARIES
 
 SERVICE_START_TIMEOUT_S = 30.0
 # Settings that point a process's DynamoDB at the discard port (nothing listens: every call
@@ -209,4 +210,29 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 15.0, interva
         time.sleep(interval_s)
 
 
+def queue_counts(stack: Stack, queue: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue of ``stack``."""
+
+    async def read() -> tuple[int, int]:
+        async with open_clients(stack.settings) as clients:
+            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+            attributes = (
+                await clients.sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )
+            )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    return asyncio.run(read())
+
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection suite's figures, one line per fault (tests/e2e/test_fault_injection.py)."""
+    if SUMMARIES:
+        terminalreporter.section("fault injection")
+        for summary in SUMMARIES:
+            terminalreporter.write_line(summary.line())

@@ -13,24 +13,17 @@ import httpx
 from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import open_clients
-from tests.conftest import BROKEN_DYNAMODB, ApiKey, Service, Stack, make_key, private_stack, start_service, wait_until
-
-
-def queue_counts(stack: Stack, queue: str) -> tuple[int, int]:
-    """(visible, in flight) messages of a queue of ``stack``."""
-
-    async def read() -> tuple[int, int]:
-        async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
-            attributes = (
-                await clients.sqs.get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-                )
-            )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-    return asyncio.run(read())
+from tests.conftest import (
+    BROKEN_DYNAMODB,
+    ApiKey,
+    Service,
+    Stack,
+    make_key,
+    private_stack,
+    queue_counts,
+    start_service,
+    wait_until,
+)
 
 
 def inbox_ids(stack: Stack, account_id: str) -> tuple[int, list[str]]:
