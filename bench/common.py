@@ -67,6 +67,16 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLK_TCK
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (server workers), in MiB."""
+    total_kib = 0
+    for member in _descendants(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total_kib += int(line.split()[1])
+    return round(total_kib / 1024, 1)
+
+
 _LUA_TEMPLATE = """
 wrk.method = "{method}"
 {body}

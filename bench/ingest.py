@@ -1,7 +1,7 @@
 """Ingest edge benchmark: events/s on one server core, latency at half load, SQS requests/event.
 
 Arrangement: the ingest server runs alone on core 0 (taskset). wrk (C) drives it from core 1,
-where a minimal SQS endpoint (bench/fake_sqs.py, the real SQS JSON protocol, nothing stored)
+where a minimal SQS endpoint (bench/fake_aws.py, the real SQS JSON protocol, nothing stored)
 answers: moto would measure itself (every send walks its queue). DynamoDB (moto) serves only
 the key lookup, once per cache period. The same server also runs a bare Litestar handler
 that returns fixed bytes: the ceiling the edge is held against.
@@ -24,6 +24,7 @@ from bench.common import (
     SERVER_CPU,
     cpu_seconds,
     create_key_for,
+    rss_mib,
     run_wrk,
     spawn_pinned,
     summarize,
@@ -39,21 +40,22 @@ EVENT = {"event_type": "order.created", "payload": PAYLOAD}
 BATCH_EVENTS = 100
 SINGLE = json.dumps(EVENT).encode()
 BATCH = json.dumps({"events": [EVENT] * BATCH_EVENTS}).encode()
+SWEEP_RATES = {False: [500, 1000, 2000, 3000, 4000, 5000, 6000], True: [1000, 4000]}  # offered events/s, by --quick
 
 
-def _post_ok(url: str, body: bytes, headers: dict[str, str]) -> int:
+def post_ok(url: str, body: bytes, headers: dict[str, str]) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - local URL
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - local URL
         return int(response.status)
 
 
-def _fake_stats(url: str) -> dict[str, int]:
+def fake_stats(url: str) -> dict[str, int]:
     with urllib.request.urlopen(f"{url}/stats", timeout=5) as response:  # noqa: S310 - local URL
         stats: dict[str, int] = json.loads(response.read())
         return stats
 
 
-def _prepare(env: dict[str, str]) -> str:
+def prepare(env: dict[str, str]) -> str:
     settings = settings_from_env(env)
 
     async def init() -> None:
@@ -87,7 +89,7 @@ class Rig:
 def _rig(quick: bool) -> Rig:
     moto, moto_url = processes.start_moto()
     fake_port = processes.free_port()
-    fake = spawn_pinned(LOAD_CPU, [sys.executable, "-m", "bench.fake_sqs", str(fake_port)], {})
+    fake = spawn_pinned(LOAD_CPU, [sys.executable, "-m", "bench.fake_aws", str(fake_port)], {})
     fake_url = f"http://127.0.0.1:{fake_port}"
     processes.wait_http(f"{fake_url}/stats", 30, fake)
     env = {
@@ -96,7 +98,7 @@ def _rig(quick: bool) -> Rig:
         "TRIGGERS_KEY_CACHE_TTL_S": "300",
         "TRIGGERS_LOG_LEVEL": "INFO",  # the canonical request line is part of the cost
     }
-    key = _prepare(env)
+    key = prepare(env)
     env["TRIGGERS_SQS_ENDPOINT_URL"] = fake_url
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     return Rig(env, headers, fake_url, [moto, fake], 4 if quick else 10, 1 if quick else 3)
@@ -108,9 +110,9 @@ def _throughput(
     """Closed-loop load: events/s, server CPU per event, SQS requests per event."""
     rates, cpu_us, sqs_per_event, failures = [], [], [], 0
     for _ in range(rig.runs):
-        stats0, cpu0 = _fake_stats(rig.fake_url), cpu_seconds(pid)
+        stats0, cpu0 = fake_stats(rig.fake_url), cpu_seconds(pid)
         result = run_wrk(url, body, rig.headers, connections=connections, seconds=rig.seconds)
-        stats1, cpu1 = _fake_stats(rig.fake_url), cpu_seconds(pid)
+        stats1, cpu1 = fake_stats(rig.fake_url), cpu_seconds(pid)
         events = result.requests * events_per_request
         rates.append(result.rate * events_per_request)
         cpu_us.append((cpu1 - cpu0) / max(1, events) * 1e6)
@@ -124,21 +126,35 @@ def _throughput(
     }
 
 
-def _latency(rig: Rig, url: str, rate: float) -> dict[str, Any]:
-    """Latency at a paced load (each connection waits between requests)."""
-    connections = 32
+def _latency(rig: Rig, url: str, rate: float, *, seconds: float | None = None, body: bytes = SINGLE) -> dict[str, Any]:
+    """Latency at a paced (open-ish) load: each connection waits between requests."""
+    # Enough connections that each waits between requests even at ~25 ms latency: a
+    # connection's rate is 1 / (delay + latency), so too few would cap the offered rate.
+    connections = max(32, round(rate / 40))
+    method = "POST" if body else "GET"
     # wrk waits `delay` after each answer, so a connection's period is delay + latency:
     # a short probe measures the latency, and the delay is set to hit the rate.
-    probe = run_wrk(url, SINGLE, rig.headers, connections=connections, seconds=2, delay_ms=connections * 1000 / rate)
+    probe = run_wrk(
+        url, body, rig.headers, connections=connections, seconds=2, delay_ms=connections * 1000 / rate, method=method
+    )
     delay_ms = max(0.1, connections * 1000 / rate - probe.p50_ms)
     runs = [
-        run_wrk(url, SINGLE, rig.headers, connections=connections, seconds=rig.seconds, delay_ms=delay_ms)
+        run_wrk(
+            url,
+            body,
+            rig.headers,
+            connections=connections,
+            seconds=seconds or rig.seconds,
+            delay_ms=delay_ms,
+            method=method,
+        )
         for _ in range(rig.runs)
     ]
     return {
         "target_events_per_s": round(rate),
         "events_per_s": summarize([r.rate for r in runs]),
         "p50_ms": summarize([r.p50_ms for r in runs]),
+        "p95_ms": summarize([r.p95_ms for r in runs]),
         "p99_ms": summarize([r.p99_ms for r in runs]),
         "failures": sum(r.non2xx + r.errors for r in runs),
     }
@@ -161,12 +177,17 @@ def measure(quick: bool) -> dict[str, Any]:
         ingest = _serve("ingest_api.app:create_app", port, rig.env)
         rig.children.append(ingest)
         url = f"http://127.0.0.1:{port}/events"
-        assert _post_ok(url, SINGLE, rig.headers) == 202  # warms the key cache (one bcrypt)
+        assert post_ok(url, SINGLE, rig.headers) == 202  # warms the key cache (one bcrypt)
         results["single"] = _throughput(rig, ingest.pid, url, SINGLE, events_per_request=1, connections=256)
         results["half_load"] = _latency(rig, url, results["single"]["events_per_s"]["median"] / 2)
+        # Throughput and latency against offered load (the 1,000 events/s point is a target).
+        results["sweep"] = [_latency(rig, url, rate, seconds=3 if quick else 5) for rate in SWEEP_RATES[quick]]
+        status_url = f"http://127.0.0.1:{port}/status"
+        results["status"] = _latency(rig, status_url, 1000, seconds=2 if quick else 5, body=b"")
         results["batch"] = _throughput(
             rig, ingest.pid, f"{url}/batch", BATCH, events_per_request=BATCH_EVENTS, connections=16
         )
+        results["rss_mib"] = rss_mib(ingest.pid)
     finally:
         processes.stop(rig.children)
     return results

@@ -14,13 +14,14 @@ import statistics
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
 
-from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, create_key_for, pinned, write_results
+from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, create_key_for, pinned, rss_mib, summarize, write_results
 from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import open_clients
@@ -196,20 +197,26 @@ async def _flood(url: str, headers: dict[str, str], seconds: float) -> int:
     return accepted
 
 
-def _lag_percentiles(log: Path) -> dict[str, float]:
-    """Per stored event, the lag of its batch (the batch's worst: an upper bound)."""
+def _lag_percentiles(log: Path) -> dict[str, Any]:
+    """Per stored event, the lag of its batch (the batch's worst: an upper bound), and the
+    lag over time (seconds since the first batch, worst lag of each batch)."""
     lags: list[float] = []
+    series: list[tuple[float, float]] = []
     for line in log.read_text().splitlines():
         if '"event":"batch"' in line:
             batch = json.loads(line)
             lags += [batch["max_lag_ms"]] * batch["stored"]
+            series.append((datetime.fromisoformat(batch["timestamp"]).timestamp(), batch["max_lag_ms"]))
     lags.sort()
     if not lags:
-        return {"p50_ms": 0.0, "p99_ms": 0.0, "events": 0}
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "events": 0, "series": []}
+    start = series[0][0]
+    step = max(1, len(series) // 300)  # at most ~300 points for the plot
     return {
         "p50_ms": statistics.median(lags),
         "p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))],
         "events": len(lags),
+        "series": [[round(t - start, 2), lag] for t, lag in series[::step]],
     }
 
 
@@ -233,6 +240,7 @@ def embedded_default(endpoint: str, logs: Path, seconds: float) -> dict[str, Any
         accepted = asyncio.run(_paced(url, headers, 200, seconds))
         time.sleep(3)  # let the writer finish the tail
         lag = _lag_percentiles(log)
+        memory = {"ingest": rss_mib(ingest.pid), "writer": rss_mib(writer.pid)}
         log.write_bytes(b"")  # the flood's batches are counted apart
         before = _count_all(settings)
         started = time.monotonic()
@@ -249,6 +257,8 @@ def embedded_default(endpoint: str, logs: Path, seconds: float) -> dict[str, Any
         "lag_p50_ms": round(lag["p50_ms"], 1),
         "lag_p99_ms": round(lag["p99_ms"], 1),
         "lag_events": lag["events"],
+        "lag_series": lag["series"],
+        "rss_mib": memory,
         "flood_accepted": flooded,
         "flood_stored": stored,
         "sustained_events_per_s": round(stored / drained, 1),
@@ -278,21 +288,28 @@ def measure(quick: bool, logs: Path) -> dict[str, Any]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     processes.wait_http(f"{endpoint}/moto-api/", 30, moto)
-    events = 2000 if quick else 5000
+    events = 1000 if quick else 5000
     try:
+        packed = [writer_cost(endpoint, logs, events, per_message=20) for _ in range(1 if quick else 3)]
         results: dict[str, Any] = {
-            "writer_packed": writer_cost(endpoint, logs, events, per_message=20),
+            # The median run by CPU per event, with the spread of all runs.
+            "writer_packed": {
+                **sorted(packed, key=lambda r: r["cpu_us_per_event"])[len(packed) // 2],
+                "cpu_us_per_event_runs": summarize([r["cpu_us_per_event"] for r in packed]),
+            },
             "writer_single": writer_cost(endpoint, logs, events // 2, per_message=1),
         }
         settings = settings_from_env(_env(endpoint))
         asyncio.run(_init(settings))
-        results["moto_batch_write_items_per_s"] = round(asyncio.run(_moto_batch_write_rate(settings, 5)), 1)
+        rate = asyncio.run(_moto_batch_write_rate(settings, 2 if quick else 5))
+        results["moto_batch_write_items_per_s"] = round(rate, 1)
     finally:
         processes.stop([moto])
     # The embedded default: a fresh, unpinned moto, as `triggers up` starts it.
     moto, endpoint = processes.start_moto()
     try:
-        results["embedded"] = embedded_default(endpoint, logs, 10 if quick else 30)
+        results["embedded"] = embedded_default(endpoint, logs, 4 if quick else 30)
+        results["embedded"]["rss_mib"]["moto"] = rss_mib(moto.pid)
     finally:
         processes.stop([moto])
     return results

@@ -1,11 +1,12 @@
-"""A minimal SQS endpoint for benchmarks: the real wire protocol (AWS JSON 1.0), no storage.
+"""A minimal SQS and DynamoDB endpoint for benchmarks: the real wire protocol (AWS JSON 1.0), no storage.
 
-It answers GetQueueUrl, GetQueueAttributes and SendMessage(Batch), and counts requests,
-messages and events (GET /stats). It exists so that the ingest edge can be measured against
-an SQS that is not the bottleneck: moto walks its whole queue on every send and would
-measure itself. Nothing is kept, so it can run for as long as a benchmark needs.
+It answers GetQueueUrl, GetQueueAttributes and SendMessage(Batch) of SQS, and PutItem of
+DynamoDB, and counts requests, messages and events (GET /stats). It exists so that an edge
+can be measured against AWS services that are not the bottleneck: moto walks its whole
+queue on every send and would measure itself. Nothing is kept, so it can run for as long as
+a benchmark needs.
 
-Run: python -m bench.fake_sqs PORT
+Run: python -m bench.fake_aws PORT
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 from granian import Granian
 from granian.constants import Interfaces
 
-_stats = {"requests": 0, "messages": 0, "events": 0}
+_stats = {"requests": 0, "messages": 0, "events": 0, "dynamodb_requests": 0}
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -31,6 +32,9 @@ def _accept(body: str) -> dict[str, str]:
 
 
 def _answer(target: str, request: dict[str, Any], host: str) -> dict[str, Any]:
+    if target == "DynamoDB_20120810.PutItem":
+        _stats["dynamodb_requests"] += 1
+        return {}
     if target == "SendMessageBatch":
         _stats["requests"] += 1
         return {"Successful": [{"Id": e["Id"], **_accept(e["MessageBody"])} for e in request["Entries"]], "Failed": []}
@@ -74,4 +78,4 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 if __name__ == "__main__":
-    Granian("bench.fake_sqs:app", interface=Interfaces.ASGI, port=int(sys.argv[1]), log_enabled=False).serve()
+    Granian("bench.fake_aws:app", interface=Interfaces.ASGI, port=int(sys.argv[1]), log_enabled=False).serve()
