@@ -6,8 +6,9 @@ parsing, endpoint rules, event hooks, user-agent assembly), which is most of the
 cost per event and most of an inbox page's. DynamoDB and SQS speak the AWS JSON protocol:
 POST the parameters as JSON with an ``X-Amz-Target`` header, signed with SigV4; the answer
 is JSON too. This client does exactly that for the operations the project calls on its hot
-paths (msgspec for JSON, botocore's own SigV4 signer, one keep-alive aiohttp session), and
-hands every other operation to the aiobotocore client. It raises botocore's own exception
+paths (msgspec for JSON, SigV4 by shared/sigv4.py, tested against botocore's signer, one
+keep-alive aiohttp session), and hands every other operation to the aiobotocore client.
+It raises botocore's own exception
 types, with the same ``response`` shape, so callers cannot tell the difference. The
 parameters and answers of these operations hold only strings, numbers, booleans, lists and
 maps, which is why plain JSON is exactly what botocore would have sent and returned.
@@ -26,9 +27,9 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError, EndpointConnectionError
+
+from shared.sigv4 import JsonPostSigner
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,10 @@ class LeanClient:
         self._fallback = fallback
         self._http = http
         self._url = url
-        self._region = region
         self._credentials = credentials
         self._max_attempts = max(1, max_attempts)
         self._on_request = on_request
+        self._signer = JsonPostSigner(url, region, service.signing_name)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not set on the instance: each lean method is made once.
@@ -139,14 +140,9 @@ class LeanClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
-        request = AWSRequest(
-            method="POST",
-            url=self._url,
-            data=body,
-            headers={"X-Amz-Target": self._service.target_prefix + operation, "Content-Type": _CONTENT_TYPE},
-        )
-        SigV4Auth(await self._credentials(), self._service.signing_name, self._region).add_auth(request)
-        async with self._http.post(self._url, data=body, headers=dict(request.headers.items())) as response:
+        target = self._service.target_prefix + operation
+        headers = self._signer.headers(body, target, _CONTENT_TYPE, await self._credentials())
+        async with self._http.post(self._url, data=body, headers=headers) as response:
             return response.status, await response.read()
 
     @staticmethod
