@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import MutableMapping
+from typing import Any
 
 import msgspec
 import structlog
+
+from shared.ids import rfc3339
 
 # Their INFO lines repeat what the canonical request line says, or are per-call noise.
 _QUIET_LOGGERS = ("granian.access", "botocore", "aiobotocore", "urllib3")
@@ -21,6 +26,13 @@ def _encode(event: object, **_: object) -> bytes:
     return _encoder.encode(event)
 
 
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The same RFC 3339 UTC text as structlog's ISO TimeStamper, at a quarter of its cost
+    (the formatted second is cached): every request writes a line."""
+    event["timestamp"] = rfc3339(time.time_ns() // 1000)
+    return event
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -28,7 +40,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
