@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -50,11 +51,13 @@ def spawn_pinned(cpu: str, args: list[str], env: dict[str, str]) -> subprocess.P
 
 
 def _descendants(pid: int) -> list[int]:
+    """The process and all its descendants; threads and processes may end while we look."""
     found = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            found += _descendants(int(child))
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                for child in (task / "children").read_text().split():
+                    found += _descendants(int(child))
     return found
 
 
@@ -71,9 +74,10 @@ def rss_mib(pid: int) -> float:
     """Resident memory of a process and all its descendants (server workers), in MiB."""
     total_kib = 0
     for member in _descendants(pid):
-        for line in Path(f"/proc/{member}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total_kib += int(line.split()[1])
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
     return round(total_kib / 1024, 1)
 
 

@@ -25,8 +25,8 @@ from shared.http import (
     client_address,
     health_handlers,
     refuse_unknown_query,
-    tune_gc_on_startup,
     with_request_context,
+    worker_startup,
 )
 from shared.ids import is_event_id
 from shared.key_store import DynamoKeyStore
@@ -161,7 +161,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             openapi_handler(openapi.document()),
         ],
         lifespan=[_lifespan(settings)],
-        on_startup=[tune_gc_on_startup],
+        on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=64 * 1024,
         openapi_config=None,  # the document is written out: shared/openapi.py

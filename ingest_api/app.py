@@ -26,8 +26,8 @@ from shared.http import (
     health_handlers,
     refuse_unknown_query,
     request_id_of,
-    tune_gc_on_startup,
     with_request_context,
+    worker_startup,
 )
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
@@ -212,7 +212,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[post_event, post_batch, *health_handlers(_ready), openapi_handler(openapi.document())],
         lifespan=[_lifespan(settings)],
-        on_startup=[tune_gc_on_startup],
+        on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         # The edge reads its bodies itself (ingest_api/body.py, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,

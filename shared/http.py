@@ -21,6 +21,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
+from shared import processes
 from shared.errors import AppError, ErrorDetail, ValidationError
 from shared.gc_tuning import tune_gc
 from shared.ids import sanitize_request_id
@@ -236,10 +237,12 @@ class Status(msgspec.Struct, frozen=True):
     uptime_seconds: float
 
 
-def tune_gc_on_startup(app: Litestar) -> None:
-    """Startup hook: see shared/gc_tuning.py."""
+def worker_startup(app: Litestar) -> None:
+    """Startup hook of each server worker: GC tuning (shared/gc_tuning.py), and no worker
+    outliving the server process that forked it (``processes.die_with_parent``)."""
     del app  # a startup hook's signature
     tune_gc()
+    processes.die_with_parent()
 
 
 def health_handlers(ready_check: Callable[[Litestar], Awaitable[None]]) -> list[Any]:

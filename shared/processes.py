@@ -26,8 +26,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the kernel sends SIGTERM to the child if the parent dies, even by SIGKILL."""
+def die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this process if its parent dies, even by SIGKILL.
+
+    Set in children between fork and exec (``spawn``), and by each HTTP server worker at
+    startup: granian forks its workers without it, so a server killed hard would leave
+    them serving its port."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -50,7 +54,7 @@ def spawn(
         stdout=target,
         stderr=target,
         start_new_session=True,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet at spawn
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet at spawn
     )
 
 

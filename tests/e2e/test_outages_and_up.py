@@ -151,3 +151,18 @@ def test_up_runs_the_pipeline_and_stops_cleanly(tmp_path_factory: pytest.TempPat
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+@pytest.mark.parametrize("part", ["ingest", "inbox"])
+def test_a_server_killed_hard_leaves_no_worker_serving_its_port(stack: Stack, part: str) -> None:
+    """granian forks its workers; without a death signal they would outlive a SIGKILLed server."""
+    service = start_service(stack, part)
+    workers = [
+        int(pid) for pid in Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
+    ]
+    assert workers
+    service.process.send_signal(signal.SIGKILL)
+    service.process.wait(10)
+    assert wait_until(lambda: not any(Path(f"/proc/{worker}").exists() for worker in workers), timeout_s=10)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{service.url}/status", timeout=2)
