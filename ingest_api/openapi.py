@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest_api.schemas import Accepted, BatchIn, BatchResult, EventIn
+from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, Accepted, BatchIn, BatchResult, EventIn
 from shared.http import VERSION
 from shared.openapi import Operation, build_openapi, error_example, health_operations
 
@@ -17,7 +17,7 @@ _IDEMPOTENCY_HEADER = {
     "in": "header",
     "required": False,
     "description": "Alternative to the body's idempotency_key (both may be sent only if equal).",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
 }
 _ERROR_ITEM = {k: v for k, v in error_example(400).items() if k != "correlation_id"}
 

@@ -9,7 +9,10 @@ import msgspec
 from shared.errors import ErrorDetail
 
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["order.created"])]
-IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255, examples=["order-1234"])]
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+IdempotencyKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_CHARS, examples=["order-1234"])
+]
 MAX_BATCH_EVENTS = 500
 Payload = Annotated[
     msgspec.Raw,

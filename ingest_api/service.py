@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from ingest_api.batcher import Overloaded, SqsBatcher
-from ingest_api.schemas import EventIn
+from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, EventIn
 from shared.decoding import UNDECODABLE, detail_from_msgspec, undecodable
 from shared.envelope import QueuedEvent
 from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
@@ -63,6 +63,11 @@ class IngestService:
             message = f"payload is {len(payload)} bytes; the limit is {self._max_payload}."
             raise PayloadTooLarge(message, [ErrorDetail(field, message)])
         if header_key is not None:
+            if not 1 <= len(header_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+                message = f"Must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters."
+                raise ValidationError(
+                    f"Invalid Idempotency-Key header: {message}", [ErrorDetail("Idempotency-Key", message)]
+                )
             if event.idempotency_key not in (None, header_key):
                 detail = ErrorDetail(f"{prefix}.idempotency_key", "Differs from the Idempotency-Key header.")
                 raise ValidationError("Two different idempotency keys were sent.", [detail])

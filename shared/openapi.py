@@ -21,7 +21,7 @@ from shared.http import ErrorBody, Status
 REF = "#/components/schemas/{name}"
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERROR_TEXT = {
-    400: "Invalid request: `details` names each offending field.",
+    400: "Invalid request (body, query parameter or header): `details` names each offending field.",
     401: "Missing, malformed or unknown API key, or wrong secret.",
     403: "Inactive or revoked key, or a key without the needed scope.",
     404: "No such event for this account.",
@@ -87,7 +87,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses[str(op.ok_status)]["content"] = _json(op.ok_schema.__name__, op.ok_example)
     for status, (description, schema, example) in op.extra_ok.items():
         responses[str(status)] = {"description": description, "content": _json(schema.__name__, example)}
-    statuses = sorted({*op.errors, *((401, 403) if op.authenticated else ())})
+    # Any request can be malformed (an invalid Host header, an unknown query parameter).
+    statuses = sorted({400, *op.errors, *((401, 403) if op.authenticated else ())})
     for status in statuses:
         responses[str(status)] = {
             "description": _ERROR_TEXT[status],

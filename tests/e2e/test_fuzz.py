@@ -3,7 +3,7 @@
 Every generated request (valid and invalid by the schema) must get an answer that is not a
 5xx, conforms to the documented status codes, headers and bodies, and, when it is an error,
 has the contract's error shape. The number of examples is bounded so the suite stays fast;
-``TRIGGERS_FUZZ_EXAMPLES`` raises it for a deeper run.
+``TRIGGERS_FUZZ_EXAMPLES`` raises it, and ``TRIGGERS_FUZZ_RANDOM=1`` draws new examples each run.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ fuzz_settings = settings(
     max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
-    derandomize=True,  # the same examples on every run: a failure here is reproducible
+    # The same examples on every run by default, so a failure reproduces;
+    # TRIGGERS_FUZZ_RANDOM=1 explores new ones (with TRIGGERS_FUZZ_EXAMPLES for depth).
+    derandomize=not os.environ.get("TRIGGERS_FUZZ_RANDOM"),
 )
 
 
