@@ -230,11 +230,13 @@ def _writer_and_inbox(results: dict[str, Any]) -> list[str]:
         f"| {_spread(embedded['lag_p99_ms'])} ms |",
         "| embedded default: sustained end to end (a flood of batches) "
         f"| {_spread(embedded['sustained_events_per_s'])} events/s |",
-        "",
-        "| inbox, 50-event pages | moto | dynalite |" if len(results["inbox"]["runs"]) == 2 else "",
-        "|---|---|---|",
     ]
     runs = results["inbox"]["runs"]
+    rows += [
+        "",
+        "| inbox, 50-event pages | " + " | ".join(r["backend"] for r in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
 
     def row(label: str, value: Any) -> str:
         return f"| {label} | " + " | ".join(str(value(r)) for r in runs) + " |"

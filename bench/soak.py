@@ -43,7 +43,7 @@ SAMPLE_S = 10.0  # memory sampling period
 PROBE_S = 5.0  # lag probe period
 WARM_UP_S = 60.0  # memory before this is start-up, not steady state
 FLAT_TOLERANCE = 0.10  # last minutes' median memory within 10 % of the first steady minutes'
-BATCH_SHARE = 0.5  # half the events travel in batches of 50
+BATCH = 50  # half the events travel in batches of this size, half as single POSTs
 ACK_MAX = 100  # ids per POST /inbox/ack (the contract's limit), so the consumer's page size
 CONSUMER_REST_S = 1.0  # a consumer that has caught up polls again after this
 PAYLOAD = {"customer": {"id": "c_42"}, "note": "x" * 800}
@@ -103,16 +103,18 @@ class Soak:
         return round(time.monotonic() - self.started, 1)
 
     async def produce(self, until: float) -> None:
-        batch = 50
-        interval = batch / self.rate  # one batch and `batch` single events per two intervals
+        """Every interval, BATCH events: alternately one batch request and BATCH single ones."""
+        interval = BATCH / self.rate
+        as_batch = True
         while time.monotonic() < until:
             tick = time.monotonic()
             try:
-                if self.sent % (2 * batch) < batch * BATCH_SHARE * 2:
-                    await self.client.send_batch([{"event_type": "soak.batch", "payload": PAYLOAD}] * batch)
+                if as_batch:
+                    await self.client.send_batch([{"event_type": "soak.batch", "payload": PAYLOAD}] * BATCH)
                 else:
-                    await asyncio.gather(*(self.client.send("soak.single", PAYLOAD) for _ in range(batch)))
-                self.sent += batch
+                    await asyncio.gather(*(self.client.send("soak.single", PAYLOAD) for _ in range(BATCH)))
+                self.sent += BATCH
+                as_batch = not as_batch
             except (ApiError, OSError) as exc:
                 self.errors[f"produce {type(exc).__name__} {getattr(exc, 'status', '')}".strip()] += 1
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - tick)))
