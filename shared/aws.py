@@ -119,6 +119,7 @@ async def _lean(
     http = await stack.enter_async_context(
         aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=pool_size),
+            cookie_jar=aiohttp.DummyCookieJar(),  # AWS APIs set no cookies: skip the jar on every call
             timeout=aiohttp.ClientTimeout(
                 sock_connect=settings.aws_connect_timeout_s,
                 sock_read=settings.aws_read_timeout_s + settings.writer_wait_time_s,

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+import yarl
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from shared.sigv4 import JsonPostSigner
@@ -104,6 +105,7 @@ class LeanClient:
         self._max_attempts = max(1, max_attempts)
         self._on_request = on_request
         self._signer = JsonPostSigner(url, region, service.signing_name)
+        self._parsed_url = yarl.URL(url)  # parsed once, not on every call
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names not set on the instance: each lean method is made once.
@@ -142,7 +144,7 @@ class LeanClient:
     async def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
         target = self._service.target_prefix + operation
         headers = self._signer.headers(body, target, _CONTENT_TYPE, await self._credentials())
-        async with self._http.post(self._url, data=body, headers=headers) as response:
+        async with self._http.post(self._parsed_url, data=body, headers=headers) as response:
             return response.status, await response.read()
 
     @staticmethod
