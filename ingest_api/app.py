@@ -77,11 +77,20 @@ def _context(request: Request[Any, Any, Any]) -> IngestContext:
 
 
 async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
+    """The caller's key (401/403/429 otherwise); then 400 for any query parameter (the
+    ingest routes take none)."""
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
     key = await context.auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST, client)
     refuse_unknown_query(request.scope)
     return key
+
+
+async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The body of a request declared as JSON (415 otherwise), within ``limit`` bytes (413)."""
+    headers = _wanted_headers(request)
+    require_json(headers.get(b"content-type"))
+    return await _context(request).bodies.read(request.receive, headers.get(b"content-length"), limit)
 
 
 def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:
@@ -106,11 +115,8 @@ async def post_event(request: Request[Any, Any, Any]) -> Accepted:
 async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     context = _context(request)
     key = await _authenticate(request)
-    headers = _wanted_headers(request)
-    require_json(headers.get(b"content-type"))
-    key_header = headers.get(b"idempotency-key")
-    body = await context.bodies.read(request.receive, headers.get(b"content-length"), context.max_body_bytes)
-    event = context.service.parse_event(body, header_key=key_header)
+    body = await _json_body(request, context.max_body_bytes)
+    event = context.service.parse_event(body, header_key=_wanted_headers(request).get(b"idempotency-key"))
     _take_tokens(request, key, 1)
     (outcome,) = await context.service.accept(key, [event], request_id_of(request.scope))
     if isinstance(outcome, AppError):
@@ -141,10 +147,7 @@ async def post_batch(request: Request[Any, Any, Any]) -> Response[BatchResult]:
 async def _accept_batch(request: Request[Any, Any, Any]) -> list[BatchItem]:
     context = _context(request)
     key = await _authenticate(request)
-    headers = _wanted_headers(request)
-    require_json(headers.get(b"content-type"))
-    body = await context.bodies.read(request.receive, headers.get(b"content-length"), MAX_BATCH_BODY_BYTES)
-    batch = decode_json(_batch_decoder, body)
+    batch = decode_json(_batch_decoder, await _json_body(request, MAX_BATCH_BODY_BYTES))
     parsed: list[EventIn | AppError] = []
     for index, raw in enumerate(batch.events):
         try:
