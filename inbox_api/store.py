@@ -10,7 +10,6 @@ import asyncio
 import enum
 import random
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ from botocore.exceptions import ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.errors import NotFound
+from shared.lean_aws import call_decoded
 from shared.settings import Settings
 from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, inbox_pk, inbox_type_pk
 
@@ -28,8 +28,7 @@ BATCH_GET_ATTEMPTS = 5
 _US = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
     event_id: str
     event_type: str
     payload: msgspec.Raw
@@ -42,6 +41,58 @@ class AckOutcome(enum.Enum):
     ACKNOWLEDGED = "acknowledged"  # this call marked it delivered
     ALREADY_DELIVERED = "already_delivered"
     NOT_FOUND = "not_found"
+
+
+# The items and answers the hot reads get back, typed so msgspec decodes them straight from
+# the wire. Attributes not named here (index keys, request_id, expires_at) are skipped.
+# DynamoDB sends numbers as strings; the decoders are lax (strict=False) so ``_N.N`` arrives
+# as an int.
+class _S(msgspec.Struct, frozen=True, gc=False):
+    S: str
+
+
+class _N(msgspec.Struct, frozen=True, gc=False):
+    N: int
+
+
+class _Bool(msgspec.Struct, frozen=True, gc=False):
+    BOOL: bool
+
+
+class _EventItem(msgspec.Struct, frozen=True, gc=False):
+    event_id: _S
+    event_type: _S
+    payload: _S
+    received_at_us: _N
+    delivered: _Bool | None = None
+    delivered_at_us: _N | None = None
+
+    def event(self) -> StoredEvent:
+        return StoredEvent(
+            self.event_id.S,
+            self.event_type.S,
+            msgspec.Raw(self.payload.S.encode()),
+            self.received_at_us.N,
+            self.delivered is not None and self.delivered.BOOL,
+            self.delivered_at_us.N if self.delivered_at_us is not None else None,
+        )
+
+
+class _QueryAnswer(msgspec.Struct, frozen=True):
+    Items: list[_EventItem] = []
+
+
+class _CounterItem(msgspec.Struct, frozen=True, gc=False):
+    n: _N | None = None
+
+
+class _BatchGetAnswer(msgspec.Struct, frozen=True):
+    Responses: dict[str, list[_CounterItem]] = {}
+    UnprocessedKeys: dict[str, Any] = {}
+
+
+_query_answer = msgspec.json.Decoder(_QueryAnswer, strict=False)
+_batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
 
 
 def _from_item(item: dict[str, Any]) -> StoredEvent:
@@ -77,7 +128,10 @@ class InboxStore:
         if after is not None:
             condition += " AND event_id " + ("< :after" if descending else "> :after")
             values[":after"] = {"S": after}
-        response = await self._client.query(
+        response = await call_decoded(
+            self._client,
+            "query",
+            _query_answer,
             TableName=self._events,
             IndexName=index,
             KeyConditionExpression=condition,
@@ -85,8 +139,8 @@ class InboxStore:
             ScanIndexForward=not descending,
             Limit=limit + 1,  # one more than asked tells whether another page exists
         )
-        items = response.get("Items", [])
-        return [_from_item(i) for i in items[:limit]], len(items) > limit
+        items = response.Items
+        return [i.event() for i in items[:limit]], len(items) > limit
 
     async def count(self, account_id: str, event_type: str | None) -> int:
         """Exact undelivered count: the sum of the counter's shards, read consistently."""
@@ -94,9 +148,9 @@ class InboxStore:
         total = 0
         request: Any = {self._counters: {"Keys": keys, "ConsistentRead": True}}
         for _ in range(BATCH_GET_ATTEMPTS):
-            response = await self._client.batch_get_item(RequestItems=request)
-            total += sum(int(i.get("n", {}).get("N", "0")) for i in response["Responses"].get(self._counters, []))
-            request = response.get("UnprocessedKeys") or {}
+            response = await call_decoded(self._client, "batch_get_item", _batch_get_answer, RequestItems=request)
+            total += sum(i.n.N for i in response.Responses.get(self._counters, []) if i.n is not None)
+            request = response.UnprocessedKeys
             if not request:
                 return total
         raise TimeoutError("counter read kept coming back unprocessed")

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.credentials import Credentials
 from types_aiobotocore_dynamodb import DynamoDBClient
 from types_aiobotocore_sqs import SQSClient
 
+from shared.http1 import Http1Pool
 from shared.lean_aws import DYNAMODB, SQS, LeanClient, Service
 from shared.settings import Settings
 
@@ -116,24 +116,22 @@ async def _lean(
         current = credentials.get_frozen_credentials()
         return await current if inspect.isawaitable(current) else current
 
-    http = await stack.enter_async_context(
-        aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=pool_size),
-            cookie_jar=aiohttp.DummyCookieJar(),  # AWS APIs set no cookies: skip the jar on every call
-            timeout=aiohttp.ClientTimeout(
-                sock_connect=settings.aws_connect_timeout_s,
-                sock_read=settings.aws_read_timeout_s + settings.writer_wait_time_s,
-            ),
-        )
-    )
-
     def lean(service: Service, fallback: Any, endpoint: str | None) -> Any:
         default = f"https://{service.signing_name}.{settings.aws_region}.amazonaws.com"
+        url = (endpoint or default).rstrip("/") + "/"
+        http = Http1Pool(
+            url,
+            limit=pool_size,
+            connect_timeout_s=settings.aws_connect_timeout_s,
+            # Long polls wait up to the writer's wait time on their own; the timeout must outlast them.
+            read_timeout_s=settings.aws_read_timeout_s + settings.writer_wait_time_s,
+        )
+        stack.callback(http.close)
         return LeanClient(
             service,
             fallback,
             http,
-            url=(endpoint or default).rstrip("/") + "/",
+            url=url,
             region=settings.aws_region,
             credentials=frozen,
             max_attempts=settings.aws_max_attempts,
