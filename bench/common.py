@@ -128,7 +128,12 @@ def run_wrk(
         out = Path(tmp) / "result.json"
         script = Path(tmp) / "script.lua"
         lua_headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-        delay = f"function delay() return {delay_ms} end" if delay_ms else ""
+        # Exponential waits (mean delay_ms) make the connections independent producers, as in
+        # production: with a fixed wait, connections answered by the same SQS batch come back
+        # in lockstep and the edge sees waves of simultaneous requests that no real load has.
+        # wrk truncates the wait to whole milliseconds: rounding keeps the mean.
+        delay = f"function delay() return math.floor(-math.log(1 - math.random()) * {delay_ms} + 0.5) end"
+        delay = delay if delay_ms else ""
         lua_body = f"wrk.body = [==[{body.decode()}]==]" if body else ""
         script.write_text(_LUA_TEMPLATE.format(method=method, body=lua_body, headers=lua_headers, delay=delay, out=out))
         subprocess.run(
