@@ -259,6 +259,10 @@ def _writer_and_inbox(results: dict[str, Any]) -> list[str]:
                 f"{_spread(r['spread']['inbox_cpu_ms_per_request'])} ({_holds(r['inbox_cpu_ms_per_request'] <= 1)})"
             ),
         ),
+        row(
+            "inbox CPU per request, ms, 4 requests at a time (1 run)",
+            lambda r: f"{r['inbox_cpu_ms_per_request_loaded']} at {r['loaded_requests_per_s']} requests/s",
+        ),
     ]
     return rows
 

@@ -79,10 +79,13 @@ async def get_inbox(
     context = _context(request)
     query = CursorState(key.account_id, event_type, order, "")
     after = context.cursors.decode(cursor, query) if cursor is not None else None
-    (events, has_more), total = await asyncio.gather(
-        context.store.page(key.account_id, event_type, order == "desc", limit, after),
-        context.store.count(key.account_id, event_type),
-    )
+    counting = asyncio.ensure_future(context.store.count(key.account_id, event_type))  # beside the page
+    try:
+        events, has_more = await context.store.page(key.account_id, event_type, order == "desc", limit, after)
+    except BaseException:
+        counting.cancel()
+        raise
+    total = await counting
     next_cursor = None
     if has_more and events:
         next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=events[-1].event_id))
