@@ -92,22 +92,15 @@ class _BatchGetAnswer(msgspec.Struct, frozen=True):
 
 
 _query_answer = msgspec.json.Decoder(_QueryAnswer, strict=False)
+_batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
 # What a page reads of each item: the index keys, account and request id stay behind (a
 # sixth less to send and parse).
 _PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
-_batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
 
 
 def _from_item(item: dict[str, Any]) -> StoredEvent:
-    delivered_at = item.get("delivered_at_us")
-    return StoredEvent(
-        event_id=item["event_id"]["S"],
-        event_type=item["event_type"]["S"],
-        payload=msgspec.Raw(item["payload"]["S"].encode()),
-        received_at_us=int(item["received_at_us"]["N"]),
-        delivered=item.get("delivered", {}).get("BOOL", False),
-        delivered_at_us=int(delivered_at["N"]) if delivered_at else None,
-    )
+    """An item as aiobotocore's generic answers hold it, read like the typed answers."""
+    return msgspec.convert(item, _EventItem, strict=False).event()
 
 
 class InboxStore:
