@@ -2,7 +2,8 @@
 
 The inbox server runs alone on core 0; wrk (C) and the DynamoDB endpoint share core 1.
 Figures: inbox CPU per request, GET /inbox latency (p50, p95, p99), and the latency of the
-raw DynamoDB Query for the same page against the same endpoint in the same run.
+raw DynamoDB Query for the same page against the same endpoint in the same run (alone, and
+beside the counter read a page also makes).
 
 Run: python -m bench.inbox [--quick]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import subprocess
@@ -34,6 +36,7 @@ from bench.common import (
     summarize,
     write_results,
 )
+from inbox_api.store import PAGE_PROJECTION
 from shared import processes
 from shared.aws import open_clients
 from shared.envelope import QueuedEvent
@@ -97,21 +100,31 @@ async def _seed_directly(settings: Settings, count: int) -> str:
         return account
 
 
-async def _raw_query_ms(settings: Settings, account: str, runs: int) -> list[float]:
-    """The latency of the bare Query behind one page, as a client sees it."""
+async def _raw_reads_ms(settings: Settings, account: str, runs: int) -> tuple[list[float], list[float]]:
+    """Latencies, as a client sees them, of the bare storage reads behind one page: the Query
+    alone (the issue's yardstick), and the Query beside the counter read, which a page needs
+    too and which a one-threaded endpoint such as dynalite serves one after the other."""
     async with open_clients(settings) as clients:
-        timings = []
+        query = functools.partial(
+            clients.dynamodb.query,
+            TableName=settings.events_table,
+            IndexName=INBOX_INDEX,
+            KeyConditionExpression="inbox_pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": inbox_pk(account)}},
+            ProjectionExpression=PAGE_PROJECTION,
+            Limit=PAGE + 1,
+        )
+        keys: Any = [{"counter_id": {"S": counter_id(account, s)}} for s in range(settings.counter_shards)]
+        counters: Any = {settings.counters_table: {"Keys": keys, "ConsistentRead": True}}
+        alone, with_count = [], []
         for _ in range(runs):
             started = time.perf_counter()
-            await clients.dynamodb.query(
-                TableName=settings.events_table,
-                IndexName=INBOX_INDEX,
-                KeyConditionExpression="inbox_pk = :pk",
-                ExpressionAttributeValues={":pk": {"S": inbox_pk(account)}},
-                Limit=PAGE + 1,
-            )
-            timings.append((time.perf_counter() - started) * 1000)
-        return timings
+            await query()
+            alone.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await asyncio.gather(query(), clients.dynamodb.batch_get_item(RequestItems=counters))
+            with_count.append((time.perf_counter() - started) * 1000)
+        return alone, with_count
 
 
 def _endpoint(backend: str) -> tuple[Any, str]:
@@ -166,7 +179,7 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         url = f"http://127.0.0.1:{inbox_port}/inbox?limit={PAGE}"
         headers = {"Authorization": f"Bearer {key}"}
         run_wrk(url, b"", headers, connections=1, seconds=2, method="GET")  # warm: key cache, connections
-        raw = asyncio.run(_raw_query_ms(settings, account, 20 if quick else 50))
+        raw, raw_reads = asyncio.run(_raw_reads_ms(settings, account, 20 if quick else 50))
         pages, cpu_ms = [], []
         for _ in range(1 if quick else 3):
             cpu0 = cpu_seconds(inbox.pid)
@@ -180,7 +193,8 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         cpu0 = cpu_seconds(inbox.pid)
         loaded = run_wrk(url, b"", headers, connections=LOADED_CONNECTIONS, seconds=seconds, method="GET")
         loaded_cpu_ms = (cpu_seconds(inbox.pid) - cpu0) / max(1, loaded.requests) * 1000
-        raw += asyncio.run(_raw_query_ms(settings, account, 20 if quick else 50))
+        later, later_reads = asyncio.run(_raw_reads_ms(settings, account, 20 if quick else 50))
+        raw, raw_reads = raw + later, raw_reads + later_reads
         memory = rss_mib(inbox.pid)
     finally:
         processes.stop(children)
@@ -204,6 +218,8 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         "loaded_requests_per_s": round(loaded.rate),
         "raw_query_p50_ms": round(raw_p50, 2),
         "raw_query_p95_ms": round(raw[int(len(raw) * 0.95)], 2),
+        "raw_reads_p50_ms": round(statistics.median(raw_reads), 2),
+        "latency_ratio_p50_to_reads": round(spread["inbox_p50_ms"]["median"] / statistics.median(raw_reads), 2),
         "latency_ratio_p50": round(spread["inbox_p50_ms"]["median"] / raw_p50, 2),
         "rss_mib": memory,
     }

@@ -95,7 +95,7 @@ _query_answer = msgspec.json.Decoder(_QueryAnswer, strict=False)
 _batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
 # What a page reads of each item: the index keys, account and request id stay behind (a
 # sixth less to send and parse).
-_PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
+PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
 
 
 def _from_item(item: dict[str, Any]) -> StoredEvent:
@@ -133,7 +133,7 @@ class InboxStore:
             KeyConditionExpression=condition,
             ExpressionAttributeValues=values,
             ScanIndexForward=not descending,
-            ProjectionExpression=_PAGE_PROJECTION,
+            ProjectionExpression=PAGE_PROJECTION,
             Limit=limit + 1,  # one more than asked tells whether another page exists
         )
         items = response.Items
