@@ -164,7 +164,8 @@ async def call_decoded(client: Any, method: str, answer: msgspec.json.Decoder[T]
     """
     if isinstance(client, LeanClient):
         return await client.decoded(method, answer, params)
-    return msgspec.convert(await getattr(client, method)(**params), answer.type, strict=answer.strict)
+    converted: T = msgspec.convert(await getattr(client, method)(**params), answer.type, strict=answer.strict)
+    return converted
 
 
 def _error_response(status: int, data: bytes) -> dict[str, Any]:
