@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Litestar, Request, delete, get, post
 from litestar.params import Parameter
+from litestar.response.base import ASGIResponse
 
 from inbox_api import openapi
 from inbox_api.cursor import CursorCodec, CursorState
@@ -38,6 +39,7 @@ from shared.settings import Settings, get_settings
 # Concurrent acknowledgements of one POST /inbox/ack; bounds the load one request makes.
 ACK_CONCURRENCY = 10
 _ack_decoder = msgspec.json.Decoder(AckIn)
+_page_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ async def get_inbox(
     cursor: Annotated[str | None, Parameter(max_length=4096)] = None,
     event_type: Annotated[str | None, Parameter(min_length=1, max_length=255)] = None,
     order: Literal["asc", "desc"] = "asc",
-) -> InboxPage:
+) -> ASGIResponse:
     key = await _account(request, _INBOX_QUERY)
     context = _context(request)
     query = CursorState(key.account_id, event_type, order, "")
@@ -89,7 +91,10 @@ async def get_inbox(
     next_cursor = None
     if has_more and events:
         next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=events[-1].event_id))
-    return InboxPage([event_out(e) for e in events], next_cursor, has_more, total)
+    page = InboxPage([event_out(e) for e in events], next_cursor, has_more, total)
+    # Encoded here, as on the edge: a Litestar Response would build and convert an object
+    # per request for the same bytes (the document says InboxPage: inbox_api/openapi.py).
+    return ASGIResponse(body=_page_encoder.encode(page), media_type="application/json")
 
 
 @get("/events/{event_id:str}", tags=["inbox"], summary="One event of the account, delivered or not")
