@@ -19,7 +19,7 @@ of werkzeug's development server, which closes every connection after one respon
 AWS call then paid a TCP handshake and a new server thread. Kept-alive connections, as AWS
 keeps them, make a small call about a third faster and halve its client-side CPU.
 
-Run: python -m shared.local_aws -H 127.0.0.1 -p PORT   (the arguments of moto_server)
+Run: python -m shared.local_aws -H 127.0.0.1 -p PORT   (host and port, as moto_server takes them)
 """
 
 from __future__ import annotations
