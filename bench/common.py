@@ -61,6 +61,20 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+# A fixed pure-Python loop, timed on the server core: this shared machine has slow and fast
+# phases (±20 % for the same loop within an hour), and the figures of a run move with them.
+_SPEED_PROBE = "import time\nt = time.perf_counter()\nfor i in range(3_000_000): pass\nprint(time.perf_counter() - t)"
+
+
+def core_speed_ms() -> float:
+    """Milliseconds the probe loop takes on the server core now (median of three; lower is faster)."""
+    timings = []
+    for _ in range(3):
+        command = pinned(SERVER_CPU, [sys.executable, "-c", _SPEED_PROBE])
+        timings.append(float(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+    return round(statistics.median(timings) * 1000, 1)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and all its descendants (server workers)."""
     total = 0

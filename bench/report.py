@@ -286,6 +286,19 @@ def _memory(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _speed(results: dict[str, Any]) -> list[str]:
+    """The machine's phase before each part, so runs can be read side by side."""
+    speeds = results.get("core_speed_ms")
+    if not speeds:
+        return []
+    parts = ", ".join(f"{part} {ms} ms" for part, ms in speeds.items())
+    return [
+        "**Speed of the server core** before each part (a fixed pure-Python loop, lower is",
+        f"faster; `bench/common.py`): {parts}.",
+        "",
+    ]
+
+
 def render(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {v}" for name, v in results["versions"].items())
     mode = "a `--quick` run: one short run per figure" if results["quick"] else "a full run"
@@ -307,11 +320,12 @@ def render(results: dict[str, Any]) -> str:
         "marked (1 run).",
         "",
         "**Noise**: this is a shared 2-core virtual machine. Back-to-back 5 s runs of the same",
-        "server differ by up to ±15 %, and whole runs an hour apart by more: on 2026-11-29 two",
-        "full runs of nearly the same code gave single-event medians of 4,981 and 6,069 events/s",
-        "(the FastAPI comparison moved from 647 to 907 between the same two runs). Read the",
-        "ranges, and compare figures within one run, not across runs.",
+        "server differ by up to ±15 %, and whole runs an hour apart by more: on 2026-11-29 full",
+        "runs of nearly the same code gave single-event medians from 4,472 to 6,069 events/s",
+        "(the FastAPI comparison moved from 647 to 907 between two of them). Read the ranges,",
+        "and compare figures within one run, not across runs.",
         "",
+        *_speed(results),
         "## The targets",
         "",
         *_targets(results),

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import compare, inbox, ingest, report, writer
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, core_speed_ms, write_results
 
 INBOX_EVENTS = {False: 10_000, True: 1_000}  # undelivered events in the measured account
 VERSIONS = ("litestar", "msgspec", "granian", "aiobotocore", "moto", "fastapi", "pydantic", "uvicorn")
 
 
-def _timed(name: str, durations: dict[str, float], step: Any) -> Any:
-    print(f"== {name}", flush=True)
+def _timed(name: str, results: dict[str, Any], step: Any) -> Any:
+    """Run one part; record how long it took and how fast the server core was just before."""
+    durations, speeds = results["durations_s"], results["core_speed_ms"]
+    speeds[name] = core_speed_ms()
+    print(f"== {name} (core speed probe {speeds[name]} ms)", flush=True)
     started = time.monotonic()
     result = step()
     durations[name] = round(time.monotonic() - started, 1)
@@ -40,13 +43,14 @@ def measure(quick: bool) -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "processor": platform.machine()},
         "versions": {name: version(name) for name in VERSIONS},
         "durations_s": durations,
+        "core_speed_ms": {},
     }
-    results["ingest"] = _timed("ingest", durations, lambda: ingest.measure(quick))
-    results["compare"] = _timed("compare (FastAPI + PutItem)", durations, lambda: compare.measure(quick))
-    results["writer"] = _timed("writer and embedded pipeline", durations, lambda: writer.measure(quick, logs))
+    results["ingest"] = _timed("ingest", results, lambda: ingest.measure(quick))
+    results["compare"] = _timed("compare (FastAPI + PutItem)", results, lambda: compare.measure(quick))
+    results["writer"] = _timed("writer and embedded pipeline", results, lambda: writer.measure(quick, logs))
     results["inbox"] = {
         "runs": [
-            _timed(f"inbox on {backend}", durations, lambda b=backend: inbox.measure(b, quick, INBOX_EVENTS[quick]))
+            _timed(f"inbox on {backend}", results, lambda b=backend: inbox.measure(b, quick, INBOX_EVENTS[quick]))
             for backend in ("moto", "dynalite")
         ]
     }
