@@ -146,8 +146,8 @@ def run_wrk(
         # production: with a fixed wait, connections answered by the same SQS batch come back
         # in lockstep and the edge sees waves of simultaneous requests that no real load has.
         # wrk truncates the wait to whole milliseconds: rounding keeps the mean.
-        delay = f"function delay() return math.floor(-math.log(1 - math.random()) * {delay_ms} + 0.5) end"
-        delay = delay if delay_ms else ""
+        wait = f"math.floor(-math.log(1 - math.random()) * {delay_ms} + 0.5)"
+        delay = f"function delay() return {wait} end" if delay_ms else ""
         lua_body = f"wrk.body = [==[{body.decode()}]==]" if body else ""
         script.write_text(_LUA_TEMPLATE.format(method=method, body=lua_body, headers=lua_headers, delay=delay, out=out))
         subprocess.run(

@@ -25,6 +25,7 @@ from shared.http import (
     EXCEPTION_HANDLERS,
     client_address,
     health_handlers,
+    json_answer,
     refuse_unknown_query,
     with_request_context,
     worker_startup,
@@ -39,7 +40,6 @@ from shared.settings import Settings, get_settings
 # Concurrent acknowledgements of one POST /inbox/ack; bounds the load one request makes.
 ACK_CONCURRENCY = 10
 _ack_decoder = msgspec.json.Decoder(AckIn)
-_page_encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ async def get_inbox(
     cursor: Annotated[str | None, Parameter(max_length=4096)] = None,
     event_type: Annotated[str | None, Parameter(min_length=1, max_length=255)] = None,
     order: Literal["asc", "desc"] = "asc",
-) -> ASGIResponse:
+) -> ASGIResponse:  # body: InboxPage
     key = await _account(request, _INBOX_QUERY)
     context = _context(request)
     query = CursorState(key.account_id, event_type, order, "")
@@ -91,10 +91,7 @@ async def get_inbox(
     next_cursor = None
     if has_more and events:
         next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=events[-1].event_id))
-    page = InboxPage([event_out(e) for e in events], next_cursor, has_more, total)
-    # Encoded here, as on the edge: a Litestar Response would build and convert an object
-    # per request for the same bytes (the document says InboxPage: inbox_api/openapi.py).
-    return ASGIResponse(body=_page_encoder.encode(page), media_type="application/json")
+    return json_answer(InboxPage([event_out(e) for e in events], next_cursor, has_more, total))
 
 
 @get("/events/{event_id:str}", tags=["inbox"], summary="One event of the account, delivered or not")

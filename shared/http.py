@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from litestar import Litestar, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from shared import processes
@@ -90,6 +91,19 @@ def refuse_unknown_query(scope: Scope, allowed: frozenset[str] = frozenset()) ->
 
 def request_id_of(scope: Scope) -> str:
     return str(scope.get("state", {}).get(STATE_REQUEST_ID, ""))
+
+
+_answer_encoder = msgspec.json.Encoder()
+
+
+def json_answer(value: msgspec.Struct, status_code: int = 200) -> ASGIResponse:
+    """A hot route's answer, encoded by msgspec into an ASGI response.
+
+    Returning the struct would have Litestar build a Response, then convert it, per request,
+    for the same bytes (~13 µs on the edge). The OpenAPI documents are written out, so the
+    route's return annotation does not describe the body; each document names the struct.
+    """
+    return ASGIResponse(body=_answer_encoder.encode(value), status_code=status_code, media_type="application/json")
 
 
 def error_response(

@@ -8,9 +8,8 @@ POST the parameters as JSON with an ``X-Amz-Target`` header, signed with SigV4; 
 is JSON too. This client does exactly that for the operations the project calls on its hot
 paths (msgspec for JSON, SigV4 by shared/sigv4.py, tested against botocore's signer, a
 keep-alive connection pool from shared/http1.py), and hands every other operation to the
-aiobotocore client.
-It raises botocore's own exception
-types, with the same ``response`` shape, so callers cannot tell the difference. The
+aiobotocore client. It raises botocore's own exception types, with the same ``response``
+shape, so callers cannot tell the difference. The
 parameters and answers of these operations hold only strings, numbers, booleans, lists and
 maps, which is why plain JSON is exactly what botocore would have sent and returned.
 

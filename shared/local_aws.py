@@ -17,7 +17,8 @@ makes the emulator behave like the service.
 It also serves moto's WSGI application with granian (already the services' server) instead
 of werkzeug's development server, which closes every connection after one response: each
 AWS call then paid a TCP handshake and a new server thread. Kept-alive connections, as AWS
-keeps them, make a small call about a third faster and halve its client-side CPU.
+keeps them, make a small call about a third faster (GetItem 1.7 → 1.1 ms) and cut its
+client-side CPU to a third.
 
 Run: python -m shared.local_aws -H 127.0.0.1 -p PORT   (host and port, as moto_server takes them)
 """
