@@ -1,7 +1,7 @@
 """Reads and acknowledgements of the inbox, on the data model of ``shared.storage.layout``.
 
-No request path scans: a page is one Query on a sparse index, a count is one BatchGetItem of
-the counter shards, an acknowledgement is one read and one transaction.
+No request path scans: a page is one Query on a sparse index, a count is one consistent Query
+of the counter's shards, an acknowledgement is one read and one transaction.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 from shared.errors import NotFound
 from shared.lean_aws import call_decoded
 from shared.settings import Settings
-from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, inbox_pk, inbox_type_pk
+from shared.storage.counters import ShardChooser
+from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, counter_key, inbox_pk, inbox_type_pk
 
-# Acknowledgements cancelled by a conflict on a counter shard retry on another shard.
+# Acknowledgements cancelled by a conflict are retried; the account's counter writes then
+# spread over shards (shared.storage.counters).
 ACK_CONFLICT_ATTEMPTS = 5
 ACK_CONFLICT_BACKOFF_BASE_S = 0.01
-BATCH_GET_ATTEMPTS = 5
 _US = 1_000_000
 
 
@@ -86,13 +87,13 @@ class _CounterItem(msgspec.Struct, frozen=True, gc=False):
     n: _N | None = None
 
 
-class _BatchGetAnswer(msgspec.Struct, frozen=True):
-    Responses: dict[str, list[_CounterItem]] = {}
-    UnprocessedKeys: dict[str, Any] = {}
+class _CounterAnswer(msgspec.Struct, frozen=True):
+    Items: list[_CounterItem] = []
+    LastEvaluatedKey: dict[str, Any] | None = None
 
 
 _query_answer = msgspec.json.Decoder(_QueryAnswer, strict=False)
-_batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
+_counter_answer = msgspec.json.Decoder(_CounterAnswer, strict=False)
 # What a page reads of each item: the index keys, account and request id stay behind (a
 # sixth less to send and parse).
 PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
@@ -108,7 +109,7 @@ class InboxStore:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
-        self._shards = settings.counter_shards
+        self._shards = ShardChooser(settings.counter_shards)
         self._retention_s = settings.event_retention_s
 
     async def page(
@@ -141,16 +142,20 @@ class InboxStore:
 
     async def count(self, account_id: str, event_type: str | None) -> int:
         """Exact undelivered count: the sum of the counter's shards, read consistently."""
-        keys: list[Any] = [{"counter_id": {"S": counter_id(account_id, s, event_type)}} for s in range(self._shards)]
         total = 0
-        request: Any = {self._counters: {"Keys": keys, "ConsistentRead": True}}
-        for _ in range(BATCH_GET_ATTEMPTS):
-            response = await call_decoded(self._client, "batch_get_item", _batch_get_answer, RequestItems=request)
-            total += sum(i.n.N for i in response.Responses.get(self._counters, []) if i.n is not None)
-            request = response.UnprocessedKeys
-            if not request:
+        params: dict[str, Any] = {
+            "TableName": self._counters,
+            "KeyConditionExpression": "counter_id = :c",
+            "ExpressionAttributeValues": {":c": {"S": counter_id(account_id, event_type)}},
+            "ProjectionExpression": "n",
+            "ConsistentRead": True,
+        }
+        while True:  # a counter has at most TRIGGERS_COUNTER_SHARDS small items: one answer
+            response = await call_decoded(self._client, "query", _counter_answer, **params)
+            total += sum(i.n.N for i in response.Items if i.n is not None)
+            if response.LastEvaluatedKey is None:
                 return total
-        raise TimeoutError("counter read kept coming back unprocessed")
+            params["ExclusiveStartKey"] = response.LastEvaluatedKey
 
     async def get(self, account_id: str, event_id: str) -> StoredEvent:
         """One event of the account; a duplicate's id resolves to the original."""
@@ -186,6 +191,8 @@ class InboxStore:
                 reasons = exc.response.get("CancellationReasons", [])
                 if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
                     return AckOutcome.ALREADY_DELIVERED  # another ack won the race
+                if any(r.get("Code") == "TransactionConflict" for r in reasons):
+                    self._shards.contended([account_id])
                 await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
             else:
                 return AckOutcome.ACKNOWLEDGED
@@ -193,7 +200,7 @@ class InboxStore:
 
     def _ack_items(self, account_id: str, event: StoredEvent) -> list[Any]:
         now_us = time.time_ns() // 1000
-        shard = random.randrange(self._shards)
+        shard = self._shards.shard([account_id])
         decrement = {":d": {"N": "-1"}}
         return [
             {
@@ -215,7 +222,7 @@ class InboxStore:
             {
                 "Update": {
                     "TableName": self._counters,
-                    "Key": {"counter_id": {"S": counter_id(account_id, shard)}},
+                    "Key": counter_key(counter_id(account_id), shard),
                     "UpdateExpression": "ADD n :d",
                     "ExpressionAttributeValues": decrement,
                 }
@@ -223,7 +230,7 @@ class InboxStore:
             {
                 "Update": {
                     "TableName": self._counters,
-                    "Key": {"counter_id": {"S": counter_id(account_id, shard, event.event_type)}},
+                    "Key": counter_key(counter_id(account_id, event.event_type), shard),
                     "UpdateExpression": "ADD n :d",
                     "ExpressionAttributeValues": decrement,
                 }

@@ -23,6 +23,7 @@ from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope
 from shared.resources import ensure_resources
 from shared.settings import Settings, field_docs, get_settings
+from shared.storage.migrate import migrate_counters
 
 T = TypeVar("T")
 SERVICE_START_TIMEOUT_S = 30.0
@@ -58,6 +59,18 @@ def init() -> None:
     settings = get_settings()
     _with_clients(settings, lambda c: ensure_resources(settings, c, report=click.echo))
     click.echo("resources ready")
+
+
+@main.command("migrate-counters")
+def migrate_counters_command() -> None:
+    """Carry counts over from the counters table of versions before 0.2 (idempotent).
+
+    Run it once the new version is deployed and no old-version process runs; until then
+    total_undelivered leaves out events counted in the old table. docs/operations.md.
+    """
+    settings = get_settings()
+    carried = _with_clients(settings, lambda c: migrate_counters(settings, c))
+    click.echo(f"{carried} counters carried over from {settings.legacy_counters_table}")
 
 
 # --- run ---------------------------------------------------------------------------------

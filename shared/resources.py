@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 from types_aiobotocore_dynamodb.type_defs import (
@@ -26,8 +26,8 @@ def _key(*names: tuple[str, str]) -> list[KeySchemaElementTypeDef]:
     return [{"AttributeName": n, "KeyType": t} for n, t in names]  # type: ignore[typeddict-item]
 
 
-def _attrs(*names: str) -> list[AttributeDefinitionTypeDef]:
-    return [{"AttributeName": n, "AttributeType": "S"} for n in names]
+def _attrs(*names: str, kind: Literal["S", "N"] = "S") -> list[AttributeDefinitionTypeDef]:
+    return [{"AttributeName": n, "AttributeType": kind} for n in names]
 
 
 def _sparse_index(name: str, partition: str) -> GlobalSecondaryIndexTypeDef:
@@ -66,8 +66,8 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
         },
         {
             "TableName": settings.counters_table,
-            "KeySchema": _key(("counter_id", "HASH")),
-            "AttributeDefinitions": _attrs("counter_id"),
+            "KeySchema": _key(("counter_id", "HASH"), ("shard", "RANGE")),
+            "AttributeDefinitions": _attrs("counter_id") + _attrs("shard", kind="N"),
             "ttl": None,
         },
     ]

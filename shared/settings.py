@@ -133,8 +133,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     counter_shards: Annotated[
         int,
         _doc(
-            "Shards of each undelivered-count counter. More shards spread a busy account's "
-            "writes; reads cost one item per shard."
+            "Most shards an undelivered-count counter spreads over when writes to one account "
+            "contend (one shard otherwise). A count is one consistent Query however many exist."
         ),
     ] = 8
 
@@ -176,6 +176,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def counters_table(self) -> str:
+        # "-counts", not "-counters": the key schema changed (a sort key per shard), which a
+        # table cannot do in place. `triggers migrate-counters` carries the old table over.
+        return f"{self.resource_prefix}-counts"
+
+    @property
+    def legacy_counters_table(self) -> str:
+        """The counters table of versions before the shard sort key (one item per shard)."""
         return f"{self.resource_prefix}-counters"
 
 

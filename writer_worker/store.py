@@ -4,7 +4,8 @@ For a group of events, one TransactWriteItems call does, all or nothing:
 - put each event, on condition that its id is not stored yet (SQS redelivery);
 - claim each event's dedup key, on condition that no other event holds it within the window
   (copies sent twice, or to two ingest instances);
-- add the number of new events to one shard of the account's undelivered counters.
+- add the number of new events to one shard of the account's undelivered counters (shard 0
+  unless the account's counter writes contend: ``shared.storage.counters``).
 When the transaction is cancelled, its cancellation reasons say which events were already
 stored or were duplicates; the rest are written again. So every decision is atomic across
 any number of writer processes, and the counters move only with the events they count.
@@ -26,7 +27,8 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.envelope import QueuedEvent
 from shared.settings import Settings
-from shared.storage.layout import counter_id, dedup_id, inbox_pk, inbox_type_pk
+from shared.storage.counters import ShardChooser
+from shared.storage.layout import counter_id, counter_key, dedup_id, inbox_pk, inbox_type_pk
 
 log = structlog.get_logger()
 
@@ -71,7 +73,7 @@ class EventWriter:
         self._counters_table = settings.counters_table
         self._window_us = settings.dedup_window_s * _US
         self._retention_s = settings.event_retention_s
-        self._shards = settings.counter_shards
+        self._shards = ShardChooser(settings.counter_shards)
 
     async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
         """Store events exactly once; the result of each, by event id."""
@@ -92,6 +94,8 @@ class EventWriter:
                     _fail(pending, results, exc)
                     return
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
+                if any(r.get("Code") == "TransactionConflict" for r in reasons):
+                    self._shards.contended(c.event.account_id for c in pending)
                 pending = await self._resolve(pending, reasons, results)
                 if not pending:
                     return
@@ -185,13 +189,13 @@ class EventWriter:
             items.append({"Put": self._event_put(claimed.event)})
             items.append({"Put": self._claim_put(claimed)})
         events = [c.event for c in claims]
-        shard = random.randrange(self._shards)
         by_account = Counter(e.account_id for e in events)
         by_type = Counter((e.account_id, e.event_type) for e in events)
+        shard = self._shards.shard(by_account)
         for account, count in by_account.items():
-            items.append({"Update": self._count(counter_id(account, shard), count)})
+            items.append({"Update": self._count(counter_id(account), shard, count)})
         for (account, event_type), count in by_type.items():
-            items.append({"Update": self._count(counter_id(account, shard, event_type), count)})
+            items.append({"Update": self._count(counter_id(account, event_type), shard, count)})
         return items
 
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
@@ -218,10 +222,10 @@ class EventWriter:
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
-    def _count(self, key: str, delta: int) -> dict[str, Any]:
+    def _count(self, counter: str, shard: int, delta: int) -> dict[str, Any]:
         return {
             "TableName": self._counters_table,
-            "Key": {"counter_id": {"S": key}},
+            "Key": counter_key(counter, shard),
             "UpdateExpression": "ADD n :d",
             "ExpressionAttributeValues": {":d": {"N": str(delta)}},
         }

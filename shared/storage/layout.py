@@ -8,8 +8,10 @@ events table  (pk ``account_id``, sk ``event_id``): one item per stored event, p
     both indexes. ``expires_at`` (TTL) is set when the event is acknowledged.
 dedup table   (pk ``dedup_id`` = account|dedup key): which event first claimed a key, and until
     when (``window_ends_us``); TTL ``expires_at`` removes it after the window.
-counters table (pk ``counter_id`` = account|shard[|type]): undelivered counts, split over
-    shards so no single item takes every write; a count is the sum of its shards.
+counts table  (pk ``counter_id`` = account[|t:type], sk ``shard``): undelivered counts. A
+    counter is an item collection: a count is the sum of its shards, read with one
+    consistent Query; writes spread over shards only where they contend
+    (``shared.storage.counters``).
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ def dedup_id(account_id: str, dedup_key: str) -> str:
     return f"{account_id}{SEP}{dedup_key}"
 
 
-def counter_id(account_id: str, shard: int, event_type: str | None = None) -> str:
-    """Total count shards are ``account|shard``; per-type shards add ``|t:type``."""
-    base = f"{account_id}{SEP}{shard}"
-    return base if event_type is None else f"{base}{SEP}t:{event_type}"
+def counter_id(account_id: str, event_type: str | None = None) -> str:
+    """The account's total count is ``account``; a count per type is ``account|t:type``."""
+    return account_id if event_type is None else f"{account_id}{SEP}t:{event_type}"
+
+
+def counter_key(counter: str, shard: int) -> dict[str, dict[str, str]]:
+    """One shard of a counter, as a DynamoDB key."""
+    return {"counter_id": {"S": counter}, "shard": {"N": str(shard)}}

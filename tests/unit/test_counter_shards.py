@@ -1,0 +1,43 @@
+"""Counter writes stay on one shard until they contend (shared.storage.counters)."""
+
+from __future__ import annotations
+
+from shared.storage import counters
+from shared.storage.counters import ShardChooser
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_account_whose_writes_never_conflict_stays_on_shard_zero() -> None:
+    chooser = ShardChooser(8, Clock())
+    assert {chooser.shard(["a"]) for _ in range(200)} == {0}
+
+
+def test_a_contended_account_spreads_over_every_shard_then_returns_to_one() -> None:
+    clock = Clock()
+    chooser = ShardChooser(8, clock)
+    chooser.contended(["hot"])
+    assert {chooser.shard(["hot"]) for _ in range(500)} == set(range(8))
+    assert {chooser.shard(["quiet"]) for _ in range(200)} == {0}
+    clock.now += counters.CONTENDED_FOR_S + 1
+    assert {chooser.shard(["hot"]) for _ in range(200)} == {0}
+
+
+def test_a_transaction_spreads_if_any_of_its_accounts_is_contended() -> None:
+    chooser = ShardChooser(4, Clock())
+    chooser.contended(["hot"])
+    assert {chooser.shard(["quiet", "hot"]) for _ in range(300)} == set(range(4))
+
+
+def test_the_memory_of_contended_accounts_is_bounded_and_forgets_the_oldest() -> None:
+    chooser = ShardChooser(8, Clock())
+    chooser.contended(["first"])
+    chooser.contended(f"a{n}" for n in range(counters.CONTENDED_REMEMBERED))
+    assert {chooser.shard(["first"]) for _ in range(100)} == {0}
+    assert len({chooser.shard(["a0"]) for _ in range(300)}) > 1
