@@ -14,9 +14,10 @@ from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
 from inbox_api import openapi
+from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.cursor import CursorCodec, CursorState
 from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
-from inbox_api.store import AckOutcome, InboxStore
+from inbox_api.store import InboxStore
 from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.decoding import decode_json, require_json
@@ -37,8 +38,6 @@ from shared.logging import configure_logging
 from shared.openapi import openapi_handler
 from shared.settings import Settings, get_settings
 
-# Concurrent acknowledgements of one POST /inbox/ack; bounds the load one request makes.
-ACK_CONCURRENCY = 10
 _ack_decoder = msgspec.json.Decoder(AckIn)
 
 
@@ -48,6 +47,7 @@ class InboxContext:
     auth: Authenticator
     proxy_hops: int
     store: InboxStore
+    acks: Acknowledger
     cursors: CursorCodec
     events_table: str
 
@@ -105,7 +105,10 @@ async def get_event(request: Request[Any, Any, Any], event_id: str) -> EventOut:
 @delete("/events/{event_id:str}", tags=["inbox"], summary="Acknowledge one event (idempotent)")
 async def ack_event(request: Request[Any, Any, Any], event_id: str) -> None:
     key = await _account(request)
-    if not is_event_id(event_id) or await _context(request).store.ack(key.account_id, event_id) is AckOutcome.NOT_FOUND:
+    if not is_event_id(event_id):
+        raise NotFound("No such event.")
+    outcomes = await _context(request).acks.ack(key.account_id, [event_id])
+    if outcomes[event_id] is AckOutcome.NOT_FOUND:
         raise NotFound("No such event.")
 
 
@@ -114,21 +117,10 @@ async def ack_many(request: Request[Any, Any, Any]) -> AckOut:
     key = await _account(request)
     require_json(request.headers.get("content-type"))
     body = decode_json(_ack_decoder, await request.body())
-    store = _context(request).store
-    limit = asyncio.Semaphore(ACK_CONCURRENCY)
-
-    async def ack(event_id: str) -> AckOutcome:
-        if not is_event_id(event_id):
-            return AckOutcome.NOT_FOUND
-        async with limit:
-            return await store.ack(key.account_id, event_id)
-
     ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
-    outcomes = await asyncio.gather(*(ack(i) for i in ids))
-    return AckOut(
-        acknowledged=[i for i, o in zip(ids, outcomes, strict=True) if o is not AckOutcome.NOT_FOUND],
-        not_found=[i for i, o in zip(ids, outcomes, strict=True) if o is AckOutcome.NOT_FOUND],
-    )
+    outcomes = await _context(request).acks.ack(key.account_id, [i for i in ids if is_event_id(i)])
+    found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
+    return AckOut(acknowledged=[i for i in ids if i in found], not_found=[i for i in ids if i not in found])
 
 
 async def _ready(app: Litestar) -> None:
@@ -145,6 +137,7 @@ def _lifespan(settings: Settings) -> Any:
                 auth=build_authenticator(settings, DynamoKeyStore(clients.dynamodb, settings.keys_table)),
                 proxy_hops=settings.trusted_proxy_hops,
                 store=InboxStore(clients.dynamodb, settings),
+                acks=Acknowledger(clients.dynamodb, settings),
                 cursors=CursorCodec(settings.cursor_secret),
                 events_table=settings.events_table,
             )

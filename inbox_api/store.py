@@ -1,32 +1,21 @@
 """Reads and acknowledgements of the inbox, on the data model of ``shared.storage.layout``.
 
 No request path scans: a page is one Query on a sparse index, a count is one consistent Query
-of the counter's shards, an acknowledgement is one read and one transaction.
+of the counter's shards, an event is one consistent GetItem. Acknowledgements: acks.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
-import random
-import time
 from typing import Any
 
 import msgspec
-from botocore.exceptions import ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.errors import NotFound
 from shared.lean_aws import call_decoded
 from shared.settings import Settings
-from shared.storage.counters import ShardChooser
-from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, counter_key, inbox_pk, inbox_type_pk
-
-# Acknowledgements cancelled by a conflict are retried; the account's counter writes then
-# spread over shards (shared.storage.counters).
-ACK_CONFLICT_ATTEMPTS = 5
-ACK_CONFLICT_BACKOFF_BASE_S = 0.01
-_US = 1_000_000
+from shared.storage.attributes import BoolValue, NumberValue, StringValue
+from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, inbox_pk, inbox_type_pk
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
@@ -38,35 +27,15 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field 
     delivered_at_us: int | None
 
 
-class AckOutcome(enum.Enum):
-    ACKNOWLEDGED = "acknowledged"  # this call marked it delivered
-    ALREADY_DELIVERED = "already_delivered"
-    NOT_FOUND = "not_found"
-
-
 # The items and answers the hot reads get back, typed so msgspec decodes them straight from
 # the wire. Attributes not named here (index keys, request_id, expires_at) are skipped.
-# DynamoDB sends numbers as strings; the decoders are lax (strict=False) so ``_N.N`` arrives
-# as an int.
-class _S(msgspec.Struct, frozen=True, gc=False):
-    S: str
-
-
-class _N(msgspec.Struct, frozen=True, gc=False):
-    N: int
-
-
-class _Bool(msgspec.Struct, frozen=True, gc=False):
-    BOOL: bool
-
-
 class _EventItem(msgspec.Struct, frozen=True, gc=False):
-    event_id: _S
-    event_type: _S
-    payload: _S
-    received_at_us: _N
-    delivered: _Bool | None = None
-    delivered_at_us: _N | None = None
+    event_id: StringValue
+    event_type: StringValue
+    payload: StringValue
+    received_at_us: NumberValue
+    delivered: BoolValue | None = None
+    delivered_at_us: NumberValue | None = None
 
     def event(self) -> StoredEvent:
         return StoredEvent(
@@ -84,7 +53,7 @@ class _QueryAnswer(msgspec.Struct, frozen=True):
 
 
 class _CounterItem(msgspec.Struct, frozen=True, gc=False):
-    n: _N | None = None
+    n: NumberValue | None = None
 
 
 class _CounterAnswer(msgspec.Struct, frozen=True):
@@ -109,8 +78,6 @@ class InboxStore:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
-        self._shards = ShardChooser(settings.counter_shards)
-        self._retention_s = settings.event_retention_s
 
     async def page(
         self, account_id: str, event_type: str | None, descending: bool, limit: int, after: str | None
@@ -173,66 +140,3 @@ class InboxStore:
             ConsistentRead=True,
         )
         return response.get("Item")
-
-    async def ack(self, account_id: str, event_id: str) -> AckOutcome:
-        """Mark delivered and decrement the counts, atomically and at most once."""
-        try:
-            event = await self.get(account_id, event_id)
-        except NotFound:
-            return AckOutcome.NOT_FOUND
-        if event.delivered:
-            return AckOutcome.ALREADY_DELIVERED
-        for attempt in range(ACK_CONFLICT_ATTEMPTS):
-            try:
-                await self._client.transact_write_items(TransactItems=self._ack_items(account_id, event))
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = exc.response.get("CancellationReasons", [])
-                if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
-                    return AckOutcome.ALREADY_DELIVERED  # another ack won the race
-                if any(r.get("Code") == "TransactionConflict" for r in reasons):
-                    self._shards.contended([account_id])
-                await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
-            else:
-                return AckOutcome.ACKNOWLEDGED
-        raise TimeoutError("acknowledgement kept conflicting")
-
-    def _ack_items(self, account_id: str, event: StoredEvent) -> list[Any]:
-        now_us = time.time_ns() // 1000
-        shard = self._shards.shard([account_id])
-        decrement = {":d": {"N": "-1"}}
-        return [
-            {
-                "Update": {
-                    "TableName": self._events,
-                    "Key": {"account_id": {"S": account_id}, "event_id": {"S": event.event_id}},
-                    # Removing the index keys drops the event from both inbox indexes.
-                    "UpdateExpression": "SET delivered = :t, delivered_at_us = :now, expires_at = :exp "
-                    "REMOVE inbox_pk, inbox_type_pk",
-                    "ConditionExpression": "delivered = :f",
-                    "ExpressionAttributeValues": {
-                        ":t": {"BOOL": True},
-                        ":f": {"BOOL": False},
-                        ":now": {"N": str(now_us)},
-                        ":exp": {"N": str(now_us // _US + self._retention_s)},
-                    },
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self._counters,
-                    "Key": counter_key(counter_id(account_id), shard),
-                    "UpdateExpression": "ADD n :d",
-                    "ExpressionAttributeValues": decrement,
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self._counters,
-                    "Key": counter_key(counter_id(account_id, event.event_type), shard),
-                    "UpdateExpression": "ADD n :d",
-                    "ExpressionAttributeValues": decrement,
-                }
-            },
-        ]

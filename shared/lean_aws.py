@@ -48,6 +48,7 @@ DYNAMODB = Service(
         "get_item": "GetItem",
         "put_item": "PutItem",
         "update_item": "UpdateItem",
+        "batch_get_item": "BatchGetItem",
     },
 )
 SQS = Service(

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from inbox_api.acks import Acknowledger
 from inbox_api.store import InboxStore
 from shared.aws import AwsClients, open_clients
 from shared.envelope import QueuedEvent
@@ -57,7 +58,7 @@ async def test_a_quiet_account_keeps_one_shard_per_counter(stack: Stack, clients
     events = [_event(account, "a" if n % 3 else "b") for n in range(9)]
     for start in range(0, 9, 3):
         await writer.write(events[start : start + 3])
-    await inbox.ack(account, events[0].event_id)
+    await Acknowledger(clients.dynamodb, stack.settings).ack(account, [events[0].event_id])
 
     assert await _shards(clients, stack, counter_id(account)) == {0: 8}
     assert await _shards(clients, stack, counter_id(account, "b")) == {0: 2}

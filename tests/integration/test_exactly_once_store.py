@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from inbox_api.store import AckOutcome, InboxStore
+from inbox_api.acks import Acknowledger, AckOutcome
+from inbox_api.store import InboxStore
 from shared.aws import AwsClients, open_clients
 from shared.envelope import QueuedEvent
 from shared.errors import NotFound
@@ -115,7 +116,9 @@ async def test_concurrent_acknowledgements_count_once(stack: Stack, clients: Aws
     account = new_account_id()
     stored = event(account, event_type="acked")
     await writer.write([stored])
-    outcomes = await asyncio.gather(*(inbox.ack(account, stored.event_id) for _ in range(4)))
+    acks = Acknowledger(clients.dynamodb, stack.settings)
+    answers = await asyncio.gather(*(acks.ack(account, [stored.event_id]) for _ in range(4)))
+    outcomes = [a[stored.event_id] for a in answers]
     assert outcomes.count(AckOutcome.ACKNOWLEDGED) == 1
     assert set(outcomes) <= {AckOutcome.ACKNOWLEDGED, AckOutcome.ALREADY_DELIVERED}
     assert await inbox.count(account, None) == 0
@@ -129,5 +132,6 @@ async def test_another_accounts_event_is_not_found(stack: Stack, clients: AwsCli
     await writer.write([stored])
     with pytest.raises(NotFound):
         await inbox.get(stranger, stored.event_id)
-    assert await inbox.ack(stranger, stored.event_id) is AckOutcome.NOT_FOUND
+    acks = Acknowledger(clients.dynamodb, stack.settings)
+    assert await acks.ack(stranger, [stored.event_id]) == {stored.event_id: AckOutcome.NOT_FOUND}
     assert await inbox.count(owner, None) == 1
