@@ -18,7 +18,7 @@ from shared import embedded, processes
 from shared.aws import AwsClients, open_clients
 from shared.dlq import DeadLetterQueue, ReplayFilter, ReplayReport
 from shared.errors import KeyNotFound
-from shared.key_admin import create_key, new_account_id
+from shared.key_admin import check_account_id, create_key, new_account_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope
 from shared.resources import ensure_resources
@@ -247,8 +247,15 @@ def _echo_record(record: KeyRecord, as_json: bool) -> None:
 _SCOPES = click.Choice([s.value for s in Scope])
 
 
+def _account_option(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else check_account_id(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @keys.command("create")
-@click.option("--account", help="Account id (default: a new account).")
+@click.option("--account", callback=_account_option, help="Account id: letters, digits, _ and - (default: new).")
 @click.option("--scope", "scopes", multiple=True, type=_SCOPES, help="Repeat for several (default: both).")
 @click.option("--rate-limit", type=click.IntRange(1), help="Events per minute (default from settings).")
 @click.option("--name", default="", help="A label for humans.")

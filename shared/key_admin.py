@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
 
 from shared.key_store import KeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope, generate_key, hash_secret
 
+# Letters, digits, '_' and '-': never a separator of shared.storage.layout ('|', '#'). An
+# account "a|b" would otherwise share index keys with account "a" (type "b|x" against "x").
+ACCOUNT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 
 def new_account_id() -> str:
     return "acc_" + secrets.token_hex(8)
+
+
+def check_account_id(account_id: str) -> str:
+    if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
+        raise ValueError("an account id is 1 to 64 letters, digits, '_' or '-'")
+    return account_id
 
 
 async def create_key(
@@ -26,7 +37,7 @@ async def create_key(
     key, parts = generate_key()
     record = KeyRecord(
         key_id=parts.key_id,
-        account_id=account_id,
+        account_id=check_account_id(account_id),
         secret_hash=hash_secret(parts.secret, bcrypt_rounds),
         scopes=scopes,
         status=KeyStatus.ACTIVE,

@@ -92,3 +92,10 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(stack: Stack) -> Non
     assert "invalid configuration" in result.stderr
     assert "writer_receivers" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_account_id_with_a_key_separator_is_refused(stack: Stack) -> None:
+    result = run_triggers(stack, "keys", "create", "--account", "acme|eu", check=False)
+    assert result.returncode == 2
+    assert "account id" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from shared.http import client_address
 from shared.ids import is_event_id, new_event_id, rfc3339, sanitize_request_id
+from shared.key_admin import check_account_id, new_account_id
 from shared.keys import generate_key, parse_key
 
 
@@ -62,3 +65,12 @@ def test_the_client_is_the_peer_unless_proxies_are_trusted() -> None:
     assert client_address(scope, 2) == "6.6.6.6"
     nobody: Any = {"client": None, "headers": []}
     assert client_address(nobody, 1) == ""
+
+
+def test_account_ids_cannot_hold_the_separators_of_storage_keys() -> None:
+    for good in ("acc_0123abcd", "tenant-42", "A" * 64):
+        assert check_account_id(good) == good
+    for bad in ("a|b", "a#1", "", "A" * 65, "a b", "é"):
+        with pytest.raises(ValueError, match="account id"):
+            check_account_id(bad)
+    assert check_account_id(new_account_id())
