@@ -140,7 +140,7 @@ def writer_cost(endpoint: str, logs: Path, events: int, per_message: int) -> dic
 async def _moto_batch_write_rate(settings: Settings, seconds: float) -> float:
     """moto's own BatchWriteItem rate (25 items a call, 4 calls in flight): the ceiling."""
     async with open_clients(settings) as clients:
-        table = settings.counters_table  # any table: plain items keyed by counter_id
+        table = settings.dedup_table  # any table: plain items under its one key attribute
         written = 0
         deadline = time.monotonic() + seconds
 
@@ -148,7 +148,7 @@ async def _moto_batch_write_rate(settings: Settings, seconds: float) -> float:
             nonlocal written
             while time.monotonic() < deadline:
                 items = [
-                    {"PutRequest": {"Item": {"counter_id": {"S": uuid.uuid4().hex}, "note": {"S": NOTE}}}}
+                    {"PutRequest": {"Item": {"dedup_id": {"S": uuid.uuid4().hex}, "note": {"S": NOTE}}}}
                     for _ in range(25)
                 ]
                 await clients.dynamodb.batch_write_item(RequestItems={table: items})  # type: ignore[dict-item]

@@ -1,11 +1,15 @@
-"""Reads and acknowledgements of the inbox, on the data model of ``shared.storage.layout``.
+"""Reads of the inbox, on the data model of ``shared.storage.layout``.
 
-No request path scans: a page is one Query on a sparse index, a count is one consistent Query
-of the counter's shards, an event is one consistent GetItem. Acknowledgements: acks.py.
+No request path scans: a page is one Query on a sparse index per inbox shard, a count is one
+consistent Query of the counter's shards, an event is one consistent GetItem.
+Acknowledgements: acks.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 from typing import Any
 
 import msgspec
@@ -68,6 +72,10 @@ _counter_answer = msgspec.json.Decoder(_CounterAnswer, strict=False)
 PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
 
 
+def _event_id(item: _EventItem) -> str:
+    return item.event_id.S
+
+
 def _from_item(item: dict[str, Any]) -> StoredEvent:
     """An item as aiobotocore's generic answers hold it, read like the typed answers."""
     return msgspec.convert(item, _EventItem, strict=False).event()
@@ -78,34 +86,44 @@ class InboxStore:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
+        self._shard_ids = range(settings.inbox_shards)
 
     async def page(
         self, account_id: str, event_type: str | None, descending: bool, limit: int, after: str | None
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``limit`` undelivered events past ``after``, and whether more follow."""
+        """Up to ``limit`` undelivered events past ``after``, and whether more follow.
+
+        With several inbox shards, each is read from the same position and the answers are
+        merged by event id: the first ``limit`` of the merge are the first ``limit`` of the
+        whole inbox, so the paging rules hold unchanged.
+        """
         if event_type is None:
-            index, key_name, key = INBOX_INDEX, "inbox_pk", inbox_pk(account_id)
+            index, key_name, keys = INBOX_INDEX, "inbox_pk", [inbox_pk(account_id, s) for s in self._shard_ids]
         else:
-            index, key_name, key = INBOX_BY_TYPE_INDEX, "inbox_type_pk", inbox_type_pk(account_id, event_type)
+            index, key_name = INBOX_BY_TYPE_INDEX, "inbox_type_pk"
+            keys = [inbox_type_pk(account_id, event_type, s) for s in self._shard_ids]
         condition = f"{key_name} = :pk"
-        values: dict[str, Any] = {":pk": {"S": key}}
+        values: dict[str, Any] = {}
         if after is not None:
             condition += " AND event_id " + ("< :after" if descending else "> :after")
             values[":after"] = {"S": after}
-        response = await call_decoded(
-            self._client,
-            "query",
-            _query_answer,
-            TableName=self._events,
-            IndexName=index,
-            KeyConditionExpression=condition,
-            ExpressionAttributeValues=values,
-            ScanIndexForward=not descending,
-            ProjectionExpression=PAGE_PROJECTION,
-            Limit=limit + 1,  # one more than asked tells whether another page exists
-        )
-        items = response.Items
+        query = {
+            "TableName": self._events,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ScanIndexForward": not descending,
+            "ProjectionExpression": PAGE_PROJECTION,
+            "Limit": limit + 1,  # one more than asked tells whether another page exists
+        }
+        reads = [self._query(query, {**values, ":pk": {"S": key}}) for key in keys]
+        shards = [await reads[0]] if len(reads) == 1 else await asyncio.gather(*reads)
+        merged = heapq.merge(*shards, key=_event_id, reverse=descending)
+        items = list(itertools.islice(merged, limit + 1))
         return [i.event() for i in items[:limit]], len(items) > limit
+
+    async def _query(self, query: dict[str, Any], values: dict[str, Any]) -> list[_EventItem]:
+        answer = await call_decoded(self._client, "query", _query_answer, ExpressionAttributeValues=values, **query)
+        return answer.Items
 
     async def count(self, account_id: str, event_type: str | None) -> int:
         """Exact undelivered count: the sum of the counter's shards, read consistently."""

@@ -66,8 +66,8 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
         },
         {
             "TableName": settings.counters_table,
-            "KeySchema": _key(("counter_id", "HASH"), ("shard", "RANGE")),
-            "AttributeDefinitions": _attrs("counter_id") + _attrs("shard", kind="N"),
+            "KeySchema": _key(("counter_id", "HASH"), ("shard_index", "RANGE")),
+            "AttributeDefinitions": _attrs("counter_id") + _attrs("shard_index", kind="N"),
             "ttl": None,
         },
     ]

@@ -139,6 +139,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 8
 
     # --- inbox -----------------------------------------------------------------------------
+    inbox_shards: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            le=64,
+            description=(
+                "Partitions each account's inbox indexes are spread over. One partition takes "
+                "about 1,000 writes/s; S shards take S times that, and a page queries all S. "
+                "Only ever raise it: events stay in the shard they were written to."
+            ),
+        ),
+    ] = 1
     cursor_secret: Annotated[
         str,
         _doc(

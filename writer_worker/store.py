@@ -28,7 +28,7 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 from shared.envelope import QueuedEvent
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser
-from shared.storage.layout import counter_id, counter_key, dedup_id, inbox_pk, inbox_type_pk
+from shared.storage.layout import counter_id, counter_key, dedup_id, inbox_pk, inbox_shard, inbox_type_pk
 
 log = structlog.get_logger()
 
@@ -74,6 +74,7 @@ class EventWriter:
         self._window_us = settings.dedup_window_s * _US
         self._retention_s = settings.event_retention_s
         self._shards = ShardChooser(settings.counter_shards)
+        self._inbox_shards = settings.inbox_shards
 
     async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
         """Store events exactly once; the result of each, by event id."""
@@ -201,7 +202,7 @@ class EventWriter:
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
         return {
             "TableName": self._events_table,
-            "Item": event_item(event),
+            "Item": event_item(event, self._inbox_shards),
             "ConditionExpression": "attribute_not_exists(event_id)",
         }
 
@@ -231,8 +232,9 @@ class EventWriter:
         }
 
 
-def event_item(event: QueuedEvent) -> dict[str, Any]:
+def event_item(event: QueuedEvent, inbox_shards: int = 1) -> dict[str, Any]:
     """An undelivered event as stored: in both inbox indexes until it is acknowledged."""
+    shard = inbox_shard(event.event_id, inbox_shards)
     item: dict[str, Any] = {
         "account_id": {"S": event.account_id},
         "event_id": {"S": event.event_id},
@@ -240,8 +242,8 @@ def event_item(event: QueuedEvent) -> dict[str, Any]:
         "payload": {"S": bytes(event.payload).decode()},
         "received_at_us": {"N": str(event.received_at_us)},
         "delivered": {"BOOL": False},
-        "inbox_pk": {"S": inbox_pk(event.account_id)},
-        "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type)},
+        "inbox_pk": {"S": inbox_pk(event.account_id, shard)},
+        "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type, shard)},
     }
     if event.request_id:
         item["request_id"] = {"S": event.request_id}

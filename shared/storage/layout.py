@@ -2,13 +2,15 @@
 
 events table  (pk ``account_id``, sk ``event_id``): one item per stored event, plus alias
     items (``alias_of``) that point a duplicate's id at the original.
-    GSI ``inbox``          (``inbox_pk`` = account, sk ``event_id``): undelivered events only.
-    GSI ``inbox_by_type``  (``inbox_type_pk`` = account|type, sk ``event_id``): same, per type.
-    Both are sparse: acknowledging removes the two attributes, which drops the event from
-    both indexes. ``expires_at`` (TTL) is set when the event is acknowledged.
+    GSI ``inbox``          (``inbox_pk`` = account[#shard], sk ``event_id``): undelivered events.
+    GSI ``inbox_by_type``  (``inbox_type_pk`` = account[#shard]|type, sk ``event_id``): same,
+    per type. Both are sparse: acknowledging removes the two attributes, which drops the
+    event from both indexes. ``expires_at`` (TTL) is set when the event is acknowledged.
+    With ``TRIGGERS_INBOX_SHARDS`` = S > 1 an event lands in shard crc32(event_id) mod S;
+    shard 0 has no suffix, so a single-shard inbox is laid out as before sharding existed.
 dedup table   (pk ``dedup_id`` = account|dedup key): which event first claimed a key, and until
     when (``window_ends_us``); TTL ``expires_at`` removes it after the window.
-counts table  (pk ``counter_id`` = account[|t:type], sk ``shard``): undelivered counts. A
+counts table  (pk ``counter_id`` = account[|t:type], sk ``shard_index``): undelivered counts. A
     counter is an item collection: a count is the sum of its shards, read with one
     consistent Query; writes spread over shards only where they contend
     (``shared.storage.counters``).
@@ -16,19 +18,28 @@ counts table  (pk ``counter_id`` = account[|t:type], sk ``shard``): undelivered 
 
 from __future__ import annotations
 
+import zlib
+
 INBOX_INDEX = "inbox"
 INBOX_BY_TYPE_INDEX = "inbox_by_type"
 
-# Separator between an account id (ours, never contains it) and a free-form suffix.
+# Separator between an account id and a free-form suffix. Account ids never contain it, nor
+# SHARD_SEP (shared.key_admin.ACCOUNT_ID_PATTERN), so every key here has one reading.
 SEP = "|"
+SHARD_SEP = "#"
 
 
-def inbox_pk(account_id: str) -> str:
-    return account_id
+def inbox_shard(event_id: str, shards: int) -> int:
+    """The inbox shard of an event: the same in every process and release."""
+    return zlib.crc32(event_id.encode()) % shards if shards > 1 else 0
 
 
-def inbox_type_pk(account_id: str, event_type: str) -> str:
-    return f"{account_id}{SEP}{event_type}"
+def inbox_pk(account_id: str, shard: int = 0) -> str:
+    return account_id if shard == 0 else f"{account_id}{SHARD_SEP}{shard}"
+
+
+def inbox_type_pk(account_id: str, event_type: str, shard: int = 0) -> str:
+    return f"{inbox_pk(account_id, shard)}{SEP}{event_type}"
 
 
 def dedup_id(account_id: str, dedup_key: str) -> str:
@@ -42,4 +53,4 @@ def counter_id(account_id: str, event_type: str | None = None) -> str:
 
 def counter_key(counter: str, shard: int) -> dict[str, dict[str, str]]:
     """One shard of a counter, as a DynamoDB key."""
-    return {"counter_id": {"S": counter}, "shard": {"N": str(shard)}}
+    return {"counter_id": {"S": counter}, "shard_index": {"N": str(shard)}}

@@ -2,7 +2,7 @@
 
 Before, each shard of a counter was its own item (``counter_id`` = ``account|shard[|t:type]``)
 and a count read every shard by key. Now a counter is an item collection (``counter_id`` =
-``account[|t:type]``, sort key ``shard``) read with one Query. The legacy shards of each
+``account[|t:type]``, sort key ``shard_index``) read with one Query. The legacy shards of each
 counter are summed into one item at ``MIGRATED_SHARD``, a shard no live writer uses, so the
 migration can run after the new version is deployed: live writes land on shards 0 and up,
 and the migrated sum sits beside them. Rerunning it overwrites that item with the same sum,

@@ -49,7 +49,7 @@ async def _shards(clients: AwsClients, stack: Stack, counter: str) -> dict[int, 
         ExpressionAttributeValues={":c": {"S": counter}},
         ConsistentRead=True,
     )
-    return {int(i["shard"]["N"]): int(i["n"]["N"]) for i in answer["Items"]}
+    return {int(i["shard_index"]["N"]): int(i["n"]["N"]) for i in answer["Items"]}
 
 
 async def test_a_quiet_account_keeps_one_shard_per_counter(stack: Stack, clients: AwsClients) -> None:

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import httpx
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared import processes
 from shared.aws import open_clients
 from shared.envelope import QueuedEvent
 from shared.ids import new_event_id
-from tests.conftest import ApiKey, Service, Stack, make_key
+from shared.settings import Settings
+from tests.conftest import ApiKey, Service, Stack, make_key, start_service
 from writer_worker.store import EventWriter
 
 Step = tuple[str, int]
@@ -65,16 +69,37 @@ class Scenario:
         return event_id
 
 
+SHARDS = 3
+
+
+@pytest.fixture(scope="module")
+def sharded_inbox(stack: Stack) -> Iterator[Service]:
+    """An inbox whose accounts are spread over SHARDS index partitions."""
+    service = start_service(stack, "inbox", {"TRIGGERS_INBOX_SHARDS": str(SHARDS)})
+    yield service
+    processes.stop([service.process])
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=steps)
 def test_a_sweep_neither_repeats_nor_skips(stack: Stack, inbox: Service, program: list[Step]) -> None:
-    asyncio.run(_run(stack, inbox, program))
+    asyncio.run(_run(stack.settings, stack, inbox, program))
 
 
-async def _run(stack: Stack, inbox: Service, program: list[Step]) -> None:
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=steps)
+def test_a_sweep_over_a_sharded_inbox_neither_repeats_nor_skips(
+    stack: Stack, sharded_inbox: Service, program: list[Step]
+) -> None:
+    writing = msgspec.structs.replace(stack.settings, inbox_shards=SHARDS)
+    asyncio.run(_run(writing, stack, sharded_inbox, program))
+
+
+async def _run(writing: Settings, stack: Stack, inbox: Service, program: list[Step]) -> None:
+    """``writing``: the settings the events are stored with (the inbox shards among them)."""
     key = make_key_async(stack)
     async with open_clients(stack.settings) as clients, httpx.AsyncClient(timeout=10) as http:
-        scenario = Scenario(stack, inbox, await key, EventWriter(clients.dynamodb, stack.settings))
+        scenario = Scenario(stack, inbox, await key, EventWriter(clients.dynamodb, writing))
         await scenario.arrive(3)
         at_start = set(scenario.undelivered)
         acked_during: set[str] = set()
