@@ -33,6 +33,7 @@ def test_every_command_has_help(stack: Stack) -> None:
         ["keys"],
         ["keys", "create"],
         ["keys", "revoke"],
+        ["migrate-counters"],
     ):
         result = run_triggers(stack, *command, "--help")
         assert result.stdout.startswith("Usage: "), command
