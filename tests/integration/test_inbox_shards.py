@@ -14,6 +14,7 @@ from shared.envelope import QueuedEvent
 from shared.key_admin import new_account_id
 from shared.settings import Settings
 from tests.conftest import Stack
+from tests.helpers import sweep
 from tests.integration.test_exactly_once_store import event
 from writer_worker.store import EventWriter
 
@@ -28,17 +29,6 @@ async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
 
 def _events(account: str, count: int) -> list[QueuedEvent]:
     return [event(account, msgspec.json.encode({"n": next(_serial)}), event_type=f"t{n % 2}") for n in range(count)]
-
-
-async def _sweep(store: InboxStore, account: str, event_type: str | None, descending: bool) -> list[str]:
-    seen: list[str] = []
-    after = None
-    while True:
-        page, has_more = await store.page(account, event_type, descending, 7, after)
-        seen += [e.event_id for e in page]
-        if not has_more:
-            return seen
-        after = page[-1].event_id
 
 
 def _sharded(stack: Stack, shards: int) -> Settings:
@@ -61,9 +51,9 @@ async def test_a_sharded_inbox_spreads_events_and_pages_them_in_order(stack: Sta
         partitions.add(item["Item"]["inbox_pk"]["S"])
     assert len(partitions) == 4
 
-    assert await _sweep(store, account, None, descending=False) == ids
-    assert await _sweep(store, account, None, descending=True) == ids[::-1]
-    assert await _sweep(store, account, "t1", descending=False) == sorted(e.event_id for e in events[1::2])
+    assert await sweep(store, account, limit=7) == ids
+    assert await sweep(store, account, descending=True, limit=7) == ids[::-1]
+    assert await sweep(store, account, "t1", limit=7) == sorted(e.event_id for e in events[1::2])
     first, has_more = await store.page(account, None, False, 40, None)
     assert [e.event_id for e in first] == ids
     assert not has_more
@@ -77,6 +67,6 @@ async def test_raising_the_shard_count_keeps_the_events_already_stored(stack: St
 
     store = InboxStore(clients.dynamodb, _sharded(stack, 3))
 
-    assert await _sweep(store, account, None, descending=False) == sorted(e.event_id for e in before + after)
+    assert await sweep(store, account, limit=7) == sorted(e.event_id for e in before + after)
     page, _ = await store.page(account, "t0", True, 3, None)
     assert [e.event_id for e in page] == sorted(e.event_id for e in before + after if e.event_type == "t0")[::-1][:3]

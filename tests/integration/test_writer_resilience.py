@@ -24,6 +24,7 @@ from tests.conftest import (
     start_service,
     wait_until,
 )
+from tests.helpers import sweep
 
 
 def inbox_ids(stack: Stack, account_id: str) -> tuple[int, list[str]]:
@@ -32,14 +33,8 @@ def inbox_ids(stack: Stack, account_id: str) -> tuple[int, list[str]]:
     async def read() -> tuple[int, list[str]]:
         async with open_clients(stack.settings) as clients:
             store = InboxStore(clients.dynamodb, stack.settings)
-            ids: list[str] = []
-            after = None
-            while True:
-                events, more = await store.page(account_id, None, False, 200, after)
-                ids += [e.event_id for e in events]
-                if not more:
-                    return await store.count(account_id, None), ids
-                after = events[-1].event_id
+            ids = await sweep(store, account_id)
+            return await store.count(account_id, None), ids
 
     return asyncio.run(read())
 

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from shared.ratelimit import RateLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import ManualClock
 
 
 def test_a_full_bucket_allows_a_minute_of_events_then_refuses() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter(clock=clock)
     first = limiter.take("k", per_minute=60, count=60)
     assert first.allowed
@@ -26,7 +19,7 @@ def test_a_full_bucket_allows_a_minute_of_events_then_refuses() -> None:
 
 
 def test_tokens_refill_smoothly() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter(clock=clock)
     limiter.take("k", per_minute=60, count=60)
     clock.now = 10.0
@@ -37,7 +30,7 @@ def test_tokens_refill_smoothly() -> None:
 
 
 def test_retry_after_covers_the_missing_tokens_and_reset_the_refill() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter(clock=clock)
     limiter.take("k", per_minute=6, count=6)  # one token every 10 s
     refused = limiter.take("k", per_minute=6, count=3)
@@ -47,7 +40,7 @@ def test_retry_after_covers_the_missing_tokens_and_reset_the_refill() -> None:
 
 
 def test_keys_have_separate_buckets_and_the_map_is_bounded() -> None:
-    limiter = RateLimiter(max_keys=2, clock=Clock())
+    limiter = RateLimiter(max_keys=2, clock=ManualClock())
     limiter.take("a", per_minute=1)
     assert limiter.take("b", per_minute=1).allowed
     assert not limiter.take("a", per_minute=1).allowed
@@ -56,7 +49,7 @@ def test_keys_have_separate_buckets_and_the_map_is_bounded() -> None:
 
 
 def test_each_of_n_instances_enforces_its_share_of_the_limit() -> None:
-    limiter = RateLimiter(share=1 / 4, clock=Clock())
+    limiter = RateLimiter(share=1 / 4, clock=ManualClock())
     decision = limiter.take("k", per_minute=100, count=25)
     assert decision.allowed
     assert decision.limit == 25
