@@ -26,6 +26,7 @@ from shared.key_store import DynamoKeyStore
 from shared.keys import Scope
 from shared.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
+from tests import dynamodb_local as dynamodb_local_server
 from tests.faults import SUMMARIES
 
 SERVICE_START_TIMEOUT_S = 30.0
@@ -80,6 +81,25 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
     logs = Path(os.environ.get("TRIGGERS_TEST_LOGS") or tmp_path_factory.mktemp("logs"))
     logs.mkdir(parents=True, exist_ok=True)
     return Stack(settings, env, logs)
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local(stack: Stack) -> Iterator[Stack]:
+    """The test stack with its tables on AWS's own DynamoDB emulator (queues stay on moto)."""
+    process, endpoint = dynamodb_local_server.start()
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    env = {**stack.env, "TRIGGERS_DYNAMODB_ENDPOINT_URL": endpoint, "TRIGGERS_RESOURCE_PREFIX": prefix}
+    settings = settings_from_env(env)
+    init_resources(settings)
+    yield Stack(settings, env, stack.logs)
+    processes.stop([process])
+
+
+@pytest.fixture(params=["moto", "dynamodb_local"])
+def data_stack(request: pytest.FixtureRequest) -> Stack:
+    """For tests of the data layer alone: each runs on moto and on DynamoDB Local."""
+    chosen: Stack = request.getfixturevalue("stack" if request.param == "moto" else "dynamodb_local")
+    return chosen
 
 
 def private_stack(stack: Stack, **overrides: str) -> Stack:

@@ -23,8 +23,8 @@ _serial = itertools.count()
 
 
 @pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
-    async with open_clients(stack.settings) as opened:
+async def clients(data_stack: Stack) -> AsyncIterator[AwsClients]:
+    async with open_clients(data_stack.settings) as opened:
         yield opened
 
 
@@ -32,9 +32,10 @@ def _distinct(account: str, event_type: str, key: str | None = None) -> QueuedEv
     return event(account, msgspec.json.encode({"n": next(_serial)}), event_type=event_type, key=key)
 
 
-async def test_one_call_settles_new_delivered_duplicate_and_unknown_ids(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
-    acks = Acknowledger(clients.dynamodb, stack.settings)
+async def test_one_call_settles_new_delivered_duplicate_and_unknown_ids(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
+    acks = Acknowledger(clients.dynamodb, data_stack.settings)
     account, stranger = new_account_id(), new_account_id()
     early, fresh, original = _distinct(account, "a"), _distinct(account, "b"), _distinct(account, "b", key="k")
     copy = _distinct(account, "b", key="k")  # its id becomes an alias of the original
@@ -60,9 +61,12 @@ async def test_one_call_settles_new_delivered_duplicate_and_unknown_ids(stack: S
     assert await inbox.count(stranger, None) == 1
 
 
-async def test_more_events_than_one_transaction_holds_are_acknowledged_once(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
-    acks = Acknowledger(clients.dynamodb, stack.settings)
+async def test_more_events_than_one_transaction_holds_are_acknowledged_once(
+    data_stack: Stack, clients: AwsClients
+) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
+    acks = Acknowledger(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     events = [_distinct(account, f"type.{n % 7}") for n in range(150)]
     await writer.write(events)
@@ -78,8 +82,9 @@ async def test_more_events_than_one_transaction_holds_are_acknowledged_once(stac
     assert page == []
 
 
-async def test_overlapping_calls_acknowledge_each_event_exactly_once(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_overlapping_calls_acknowledge_each_event_exactly_once(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     events = [_distinct(account, f"t{n % 3}") for n in range(60)]
     await writer.write(events)
@@ -87,8 +92,8 @@ async def test_overlapping_calls_acknowledge_each_event_exactly_once(stack: Stac
     parts = [ids[:40], ids[20:], ids[::2], ids[1::3]]
 
     async def ack(part: list[str]) -> dict[str, AckOutcome]:
-        async with open_clients(stack.settings) as own:  # as separate inbox processes would
-            return await Acknowledger(own.dynamodb, stack.settings).ack(account, part)
+        async with open_clients(data_stack.settings) as own:  # as separate inbox processes would
+            return await Acknowledger(own.dynamodb, data_stack.settings).ack(account, part)
 
     answers = await asyncio.gather(*(ack(p) for p in parts))
 

@@ -23,8 +23,8 @@ from writer_worker.store import EventWriter
 
 
 @pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
-    async with open_clients(stack.settings) as opened:
+async def clients(data_stack: Stack) -> AsyncIterator[AwsClients]:
+    async with open_clients(data_stack.settings) as opened:
         yield opened
 
 
@@ -42,9 +42,9 @@ def _event(account: str, event_type: str) -> QueuedEvent:
     )
 
 
-async def _shards(clients: AwsClients, stack: Stack, counter: str) -> dict[int, int]:
+async def _shards(clients: AwsClients, data_stack: Stack, counter: str) -> dict[int, int]:
     answer = await clients.dynamodb.query(
-        TableName=stack.settings.counters_table,
+        TableName=data_stack.settings.counters_table,
         KeyConditionExpression="counter_id = :c",
         ExpressionAttributeValues={":c": {"S": counter}},
         ConsistentRead=True,
@@ -52,34 +52,38 @@ async def _shards(clients: AwsClients, stack: Stack, counter: str) -> dict[int, 
     return {int(i["shard_index"]["N"]): int(i["n"]["N"]) for i in answer["Items"]}
 
 
-async def test_a_quiet_account_keeps_one_shard_per_counter(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_a_quiet_account_keeps_one_shard_per_counter(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     events = [_event(account, "a" if n % 3 else "b") for n in range(9)]
     for start in range(0, 9, 3):
         await writer.write(events[start : start + 3])
-    await Acknowledger(clients.dynamodb, stack.settings).ack(account, [events[0].event_id])
+    await Acknowledger(clients.dynamodb, data_stack.settings).ack(account, [events[0].event_id])
 
-    assert await _shards(clients, stack, counter_id(account)) == {0: 8}
-    assert await _shards(clients, stack, counter_id(account, "b")) == {0: 2}
+    assert await _shards(clients, data_stack, counter_id(account)) == {0: 8}
+    assert await _shards(clients, data_stack, counter_id(account, "b")) == {0: 2}
     assert await inbox.count(account, None) == 8
 
 
-async def test_a_count_sums_every_shard_the_counter_has(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_a_count_sums_every_shard_the_counter_has(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account, neighbour = new_account_id(), new_account_id()
     await writer.write([_event(account, "a"), _event(neighbour, "a")])
     for shard, n in ((3, 5), (7, -2), (MIGRATED_SHARD, 10)):  # as contended writers and a migration leave them
         item: Any = {**counter_key(counter_id(account), shard), "n": {"N": str(n)}}
-        await clients.dynamodb.put_item(TableName=stack.settings.counters_table, Item=item)
+        await clients.dynamodb.put_item(TableName=data_stack.settings.counters_table, Item=item)
 
     assert await inbox.count(account, None) == 1 + 5 - 2 + 10
     assert await inbox.count(account, "a") == 1
     assert await inbox.count(neighbour, None) == 1
 
 
-async def test_migrating_the_legacy_counters_carries_each_count_over_once(stack: Stack, clients: AwsClients) -> None:
-    settings = stack.settings
+async def test_migrating_the_legacy_counters_carries_each_count_over_once(
+    data_stack: Stack, clients: AwsClients
+) -> None:
+    settings = data_stack.settings
     tables = (await clients.dynamodb.list_tables())["TableNames"]
     if settings.legacy_counters_table not in tables:
         await clients.dynamodb.create_table(
@@ -97,6 +101,6 @@ async def test_migrating_the_legacy_counters_carries_each_count_over_once(stack:
     await writer.write([_event(account, "a|b")])  # the new version already runs beside the old table
 
     for _ in range(2):  # idempotent: the second run sets the same sums
-        assert "counters carried over" in run_triggers(stack, "migrate-counters").stdout
+        assert "counters carried over" in run_triggers(data_stack, "migrate-counters").stdout
         assert await inbox.count(account, None) == 4 + 3 + 1
         assert await inbox.count(account, "a|b") == 6 + 1 + 1

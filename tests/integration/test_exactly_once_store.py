@@ -21,8 +21,8 @@ from writer_worker.store import EventWriter, Outcome
 
 
 @pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
-    async with open_clients(stack.settings) as opened:
+async def clients(data_stack: Stack) -> AsyncIterator[AwsClients]:
+    async with open_clients(data_stack.settings) as opened:
         yield opened
 
 
@@ -45,8 +45,9 @@ def event(
     )
 
 
-async def test_a_redelivered_event_is_stored_once(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_a_redelivered_event_is_stored_once(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     original = event(account)
     assert (await writer.write([original]))[original.event_id].outcome is Outcome.STORED
@@ -56,8 +57,9 @@ async def test_a_redelivered_event_is_stored_once(stack: Stack, clients: AwsClie
     assert [e.event_id for e in events] == [original.event_id]
 
 
-async def test_a_copy_within_the_window_points_at_the_original(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_a_copy_within_the_window_points_at_the_original(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     first, copy = event(account, key="k1"), event(account, b'{"other": true}', key="k1")
     await writer.write([first])
@@ -68,10 +70,11 @@ async def test_a_copy_within_the_window_points_at_the_original(stack: Stack, cli
     assert await inbox.count(account, None) == 1
 
 
-async def test_a_copy_after_the_window_is_a_new_event(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_a_copy_after_the_window_is_a_new_event(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
-    window_us = stack.settings.dedup_window_s * 1_000_000
+    window_us = data_stack.settings.dedup_window_s * 1_000_000
     first = event(account, at_us=time.time_ns() // 1000 - window_us - 1_000_000)
     later = event(account)
     await writer.write([first])
@@ -79,8 +82,9 @@ async def test_a_copy_after_the_window_is_a_new_event(stack: Stack, clients: Aws
     assert await inbox.count(account, None) == 2
 
 
-async def test_copies_in_one_batch_store_one_event(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_copies_in_one_batch_store_one_event(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     first = event(account, b'{"a": 1, "b": 2}')
     same_message_twice = first
@@ -94,29 +98,30 @@ async def test_copies_in_one_batch_store_one_event(stack: Stack, clients: AwsCli
     assert await inbox.count(account, "t") == 2
 
 
-async def test_concurrent_writers_store_each_copy_once(stack: Stack) -> None:
+async def test_concurrent_writers_store_each_copy_once(data_stack: Stack) -> None:
     account = new_account_id()
     copies = [event(account, b'{"same": 1}', key=f"k{i % 5}") for i in range(40)]
 
     async def write(part: list[QueuedEvent]) -> dict[str, Outcome]:
-        async with open_clients(stack.settings) as own:
-            results = await EventWriter(own.dynamodb, stack.settings).write(part)
+        async with open_clients(data_stack.settings) as own:
+            results = await EventWriter(own.dynamodb, data_stack.settings).write(part)
         return {k: v.outcome for k, v in results.items()}
 
     parts = await asyncio.gather(*(write(copies[i::4]) for i in range(4)))
     outcomes = [o for part in parts for o in part.values()]
     assert outcomes.count(Outcome.STORED) == 5
     assert outcomes.count(Outcome.DUPLICATE) == 35
-    async with open_clients(stack.settings) as clients:
-        assert await InboxStore(clients.dynamodb, stack.settings).count(account, None) == 5
+    async with open_clients(data_stack.settings) as clients:
+        assert await InboxStore(clients.dynamodb, data_stack.settings).count(account, None) == 5
 
 
-async def test_concurrent_acknowledgements_count_once(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_concurrent_acknowledgements_count_once(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     account = new_account_id()
     stored = event(account, event_type="acked")
     await writer.write([stored])
-    acks = Acknowledger(clients.dynamodb, stack.settings)
+    acks = Acknowledger(clients.dynamodb, data_stack.settings)
     answers = await asyncio.gather(*(acks.ack(account, [stored.event_id]) for _ in range(4)))
     outcomes = [a[stored.event_id] for a in answers]
     assert outcomes.count(AckOutcome.ACKNOWLEDGED) == 1
@@ -125,13 +130,14 @@ async def test_concurrent_acknowledgements_count_once(stack: Stack, clients: Aws
     assert await inbox.count(account, "acked") == 0
 
 
-async def test_another_accounts_event_is_not_found(stack: Stack, clients: AwsClients) -> None:
-    writer, inbox = EventWriter(clients.dynamodb, stack.settings), InboxStore(clients.dynamodb, stack.settings)
+async def test_another_accounts_event_is_not_found(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
     owner, stranger = new_account_id(), new_account_id()
     stored = event(owner)
     await writer.write([stored])
     with pytest.raises(NotFound):
         await inbox.get(stranger, stored.event_id)
-    acks = Acknowledger(clients.dynamodb, stack.settings)
+    acks = Acknowledger(clients.dynamodb, data_stack.settings)
     assert await acks.ack(stranger, [stored.event_id]) == {stored.event_id: AckOutcome.NOT_FOUND}
     assert await inbox.count(owner, None) == 1

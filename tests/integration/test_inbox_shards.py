@@ -22,8 +22,8 @@ _serial = itertools.count()
 
 
 @pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[AwsClients]:
-    async with open_clients(stack.settings) as opened:
+async def clients(data_stack: Stack) -> AsyncIterator[AwsClients]:
+    async with open_clients(data_stack.settings) as opened:
         yield opened
 
 
@@ -31,12 +31,12 @@ def _events(account: str, count: int) -> list[QueuedEvent]:
     return [event(account, msgspec.json.encode({"n": next(_serial)}), event_type=f"t{n % 2}") for n in range(count)]
 
 
-def _sharded(stack: Stack, shards: int) -> Settings:
-    return msgspec.structs.replace(stack.settings, inbox_shards=shards)
+def _sharded(data_stack: Stack, shards: int) -> Settings:
+    return msgspec.structs.replace(data_stack.settings, inbox_shards=shards)
 
 
-async def test_a_sharded_inbox_spreads_events_and_pages_them_in_order(stack: Stack, clients: AwsClients) -> None:
-    settings = _sharded(stack, 4)
+async def test_a_sharded_inbox_spreads_events_and_pages_them_in_order(data_stack: Stack, clients: AwsClients) -> None:
+    settings = _sharded(data_stack, 4)
     account = new_account_id()
     events = _events(account, 40)
     await EventWriter(clients.dynamodb, settings).write(events)
@@ -59,13 +59,13 @@ async def test_a_sharded_inbox_spreads_events_and_pages_them_in_order(stack: Sta
     assert not has_more
 
 
-async def test_raising_the_shard_count_keeps_the_events_already_stored(stack: Stack, clients: AwsClients) -> None:
+async def test_raising_the_shard_count_keeps_the_events_already_stored(data_stack: Stack, clients: AwsClients) -> None:
     account = new_account_id()
     before, after = _events(account, 10), _events(account, 10)
-    await EventWriter(clients.dynamodb, stack.settings).write(before)
-    await EventWriter(clients.dynamodb, _sharded(stack, 3)).write(after)
+    await EventWriter(clients.dynamodb, data_stack.settings).write(before)
+    await EventWriter(clients.dynamodb, _sharded(data_stack, 3)).write(after)
 
-    store = InboxStore(clients.dynamodb, _sharded(stack, 3))
+    store = InboxStore(clients.dynamodb, _sharded(data_stack, 3))
 
     assert await sweep(store, account, limit=7) == sorted(e.event_id for e in before + after)
     page, _ = await store.page(account, "t0", True, 3, None)
