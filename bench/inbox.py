@@ -40,7 +40,7 @@ from bench.common import (
     write_results,
 )
 from inbox_api.store import PAGE_PROJECTION
-from shared import processes
+from shared import processes, serving
 from shared.aws import open_clients
 from shared.envelope import QueuedEvent
 from shared.ids import new_event_id
@@ -221,8 +221,7 @@ def _rounds(backend: str, quick: bool) -> int:
 def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     """An ASGI app on the measured core, served as the services are; its page URL."""
     port = processes.free_port()
-    args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop", "--no-log"]
-    server = processes.spawn(pinned(SERVER_CPU, [*args, "--port", str(port), factory]), env, quiet=True)
+    server = processes.spawn(pinned(SERVER_CPU, serving.command(factory, port)), env, quiet=True)
     url = f"http://127.0.0.1:{port}/inbox?limit={PAGE}"
     processes.wait_http(url, 30, server)  # any status: the inbox answers 401 without a key
     return server, url

@@ -30,7 +30,7 @@ from bench.common import (
     summarize,
     write_results,
 )
-from shared import processes
+from shared import processes, serving
 from shared.aws import open_clients
 from shared.resources import ensure_resources
 from shared.settings import settings_from_env
@@ -67,9 +67,7 @@ def prepare(env: dict[str, str]) -> str:
 
 
 def _serve(app: str, port: int, env: dict[str, str]) -> Any:
-    args = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--loop", "uvloop"]
-    args += ["--no-log", "--port", str(port), app]
-    process = spawn_pinned(SERVER_CPU, args, env)
+    process = spawn_pinned(SERVER_CPU, serving.command(app, port), env)
     processes.wait_http(f"http://127.0.0.1:{port}/status", 30, process)
     return process
 

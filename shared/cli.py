@@ -82,20 +82,9 @@ def run() -> None:
 
 
 def _serve(factory: str, port: int | None, default_port: int, workers: int) -> None:
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from shared import serving  # imports granian: only the commands that serve pay for it
 
-    settings = get_settings()
-    Granian(
-        factory,
-        factory=True,
-        interface=Interfaces.ASGI,
-        address=settings.host,
-        port=port or default_port,
-        workers=workers,
-        loop=Loops.uvloop,
-        log_enabled=False,  # structlog writes the canonical request line; no access log
-    ).serve()
+    serving.serve(factory, get_settings().host, port or default_port, workers)
 
 
 @run.command("ingest")
