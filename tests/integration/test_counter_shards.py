@@ -17,7 +17,7 @@ from shared.envelope import QueuedEvent
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
 from shared.storage.layout import counter_id, counter_key
-from shared.storage.migrate import MIGRATED_SHARD
+from shared.storage.migrate import MIGRATED_SHARD, migrate_counters
 from tests.conftest import Stack, run_triggers
 from writer_worker.store import EventWriter
 
@@ -104,3 +104,8 @@ async def test_migrating_the_legacy_counters_carries_each_count_over_once(
         assert "counters carried over" in run_triggers(data_stack, "migrate-counters").stdout
         assert await inbox.count(account, None) == 4 + 3 + 1
         assert await inbox.count(account, "a|b") == 6 + 1 + 1
+
+
+async def test_migrating_without_a_legacy_table_carries_nothing(data_stack: Stack, clients: AwsClients) -> None:
+    fresh = msgspec.structs.replace(data_stack.settings, resource_prefix=f"n{new_account_id()[4:]}")
+    assert await migrate_counters(fresh, clients) == 0
