@@ -1,12 +1,12 @@
 """Acknowledgements: mark events delivered and decrement their counts, atomically, once.
 
-Acknowledging n ids costs one consistent BatchGetItem per 100 ids (one more for ids that
-are a duplicate's alias), then one transaction per group of up to about 95 events: an
-update per event, on condition that it is still undelivered, and one decrement per counter
-the group touches (the account's total and one per event type), not one per event. An id
-whose condition fails was acknowledged by someone else meanwhile; the rest of its group is
-written again. So concurrent acknowledgements of the same ids, from any number of inbox
-processes, decrement each count exactly once per event.
+Acknowledging n ids costs one consistent BatchGetItem per 100 ids (one more for ids that are
+a duplicate's alias), then one transaction per group of up to 98 events (fewer across many
+types): an update per event, on condition that it is still undelivered, and one decrement
+per counter the group touches (the account's total and one per event type), not one per
+event. An id whose condition fails was acknowledged by someone else meanwhile; the rest of
+its group is written again. So concurrent acknowledgements of the same ids, from any number
+of inbox processes, decrement each count exactly once per event.
 """
 
 from __future__ import annotations
