@@ -25,8 +25,8 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 from shared.lean_aws import call_decoded
 from shared.settings import Settings
 from shared.storage.attributes import BoolValue, StringValue
-from shared.storage.counters import ShardChooser
-from shared.storage.layout import counter_id, counter_key
+from shared.storage.counters import ShardChooser, counter_add
+from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
 
 # Transactions cancelled by a conflict with another transaction are retried this many
 # times, after a jittered pause growing from the base; the account's counter writes then
@@ -37,7 +37,6 @@ ACK_CONFLICT_BACKOFF_BASE_S = 0.01
 # this many times in all, after the same kind of pause.
 BATCH_GET_MAX_KEYS = 100
 BATCH_GET_ATTEMPTS = 5
-TRANSACTION_MAX_ITEMS = 100
 _US = 1_000_000
 
 
@@ -119,8 +118,7 @@ class Acknowledger:
                 group = [e for i, e in enumerate(group) if i not in taken]
                 if not group:
                     return outcomes
-                if any(r.get("Code") == "TransactionConflict" for r in reasons):
-                    self._shards.contended([account_id])
+                self._shards.cancelled(reasons, [account_id])
                 await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
             else:
                 return outcomes | {e.event_id.S: AckOutcome.ACKNOWLEDGED for e in group}
@@ -152,17 +150,7 @@ class Acknowledger:
         by_type = Counter(_type(e) for e in group)
         decrements = [(counter_id(account_id), len(group))]
         decrements += [(counter_id(account_id, t), n) for t, n in by_type.items()]
-        for counter, n in decrements:
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self._counters,
-                        "Key": counter_key(counter, shard),
-                        "UpdateExpression": "ADD n :d",
-                        "ExpressionAttributeValues": {":d": {"N": str(-n)}},
-                    }
-                }
-            )
+        items += [{"Update": counter_add(self._counters, counter, shard, -n)} for counter, n in decrements]
         return items
 
 

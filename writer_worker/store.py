@@ -27,15 +27,21 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.envelope import QueuedEvent
 from shared.settings import Settings
-from shared.storage.counters import ShardChooser
-from shared.storage.layout import counter_id, counter_key, dedup_id, inbox_pk, inbox_shard, inbox_type_pk
+from shared.storage.counters import ShardChooser, counter_add
+from shared.storage.layout import (
+    TRANSACTION_MAX_ITEMS,
+    counter_id,
+    dedup_id,
+    inbox_pk,
+    inbox_shard,
+    inbox_type_pk,
+)
 
 log = structlog.get_logger()
 
 # TransactWriteItems takes 100 items and 4 MB. A group holds as many events as fit: two
 # items per event (event, claim), one counter update per account and per (account, type);
 # the byte budget keeps large payloads under the size limit.
-TRANSACTION_MAX_ITEMS = 100
 GROUP_MAX_BYTES = 3 * 1024 * 1024
 # Transactions cancelled by a conflict (two writers touching one counter shard at once) are
 # retried this many times, after a jittered pause growing from the base.
@@ -95,8 +101,7 @@ class EventWriter:
                     _fail(pending, results, exc)
                     return
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
-                if any(r.get("Code") == "TransactionConflict" for r in reasons):
-                    self._shards.contended(c.event.account_id for c in pending)
+                self._shards.cancelled(reasons, (c.event.account_id for c in pending))
                 pending = await self._resolve(pending, reasons, results)
                 if not pending:
                     return
@@ -194,9 +199,10 @@ class EventWriter:
         by_type = Counter((e.account_id, e.event_type) for e in events)
         shard = self._shards.shard(by_account)
         for account, count in by_account.items():
-            items.append({"Update": self._count(counter_id(account), shard, count)})
+            items.append({"Update": counter_add(self._counters_table, counter_id(account), shard, count)})
         for (account, event_type), count in by_type.items():
-            items.append({"Update": self._count(counter_id(account, event_type), shard, count)})
+            counter = counter_id(account, event_type)
+            items.append({"Update": counter_add(self._counters_table, counter, shard, count)})
         return items
 
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
@@ -221,14 +227,6 @@ class EventWriter:
             "ConditionExpression": "attribute_not_exists(dedup_id) OR window_ends_us <= :received",
             "ExpressionAttributeValues": {":received": {"N": str(event.received_at_us)}},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-
-    def _count(self, counter: str, shard: int, delta: int) -> dict[str, Any]:
-        return {
-            "TableName": self._counters_table,
-            "Key": counter_key(counter, shard),
-            "UpdateExpression": "ADD n :d",
-            "ExpressionAttributeValues": {":d": {"N": str(delta)}},
         }
 
 

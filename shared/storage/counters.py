@@ -14,6 +14,9 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import Any
+
+from shared.storage.layout import counter_key
 
 # How long an account whose counter writes conflicted keeps writing to random shards: long
 # enough to cover a burst, short enough that a quiet account goes back to one shard.
@@ -35,6 +38,11 @@ class ShardChooser:
             return random.randrange(self._shards)
         return 0
 
+    def cancelled(self, reasons: list[Any], accounts: Iterable[str]) -> None:
+        """A transaction writing these accounts' counters was cancelled for ``reasons``."""
+        if any(r.get("Code") == "TransactionConflict" for r in reasons):
+            self.contended(accounts)
+
     def contended(self, accounts: Iterable[str]) -> None:
         """These accounts' counter writes just conflicted with another transaction."""
         until = self._clock() + CONTENDED_FOR_S
@@ -43,3 +51,13 @@ class ShardChooser:
             self._contended.move_to_end(account)
         while len(self._contended) > CONTENDED_REMEMBERED:
             self._contended.popitem(last=False)
+
+
+def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, Any]:
+    """A transaction's update adding ``delta`` (negative to subtract) to one shard."""
+    return {
+        "TableName": table,
+        "Key": counter_key(counter, shard),
+        "UpdateExpression": "ADD n :d",
+        "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+    }

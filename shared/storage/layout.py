@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import zlib
 
+# Items one TransactWriteItems may hold (DynamoDB's limit).
+TRANSACTION_MAX_ITEMS = 100
+
 INBOX_INDEX = "inbox"
 INBOX_BY_TYPE_INDEX = "inbox_by_type"
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from inbox_api.acks import TRANSACTION_MAX_ITEMS, _AckItem, _groups
+from inbox_api.acks import _AckItem, _groups
 from shared.storage.attributes import StringValue
+from shared.storage.layout import TRANSACTION_MAX_ITEMS
 
 
 def _item(n: int, event_type: str) -> _AckItem:

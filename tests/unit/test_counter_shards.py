@@ -34,3 +34,11 @@ def test_the_memory_of_contended_accounts_is_bounded_and_forgets_the_oldest() ->
     chooser.contended(f"a{n}" for n in range(counters.CONTENDED_REMEMBERED))
     assert {chooser.shard(["first"]) for _ in range(100)} == {0}
     assert len({chooser.shard(["a0"]) for _ in range(300)}) > 1
+
+
+def test_only_a_conflict_with_another_transaction_spreads_an_account() -> None:
+    chooser = ShardChooser(8, ManualClock(1000.0))
+    chooser.cancelled([{"Code": "ConditionalCheckFailed"}, {"Code": "None"}], ["duplicate"])
+    chooser.cancelled([{"Code": "None"}, {"Code": "TransactionConflict"}], ["busy"])
+    assert {chooser.shard(["duplicate"]) for _ in range(200)} == {0}
+    assert len({chooser.shard(["busy"]) for _ in range(300)}) > 1
