@@ -114,3 +114,59 @@ def test_the_data_stack_creates_what_the_code_expects(stack: Stack) -> None:
     redrive = json.loads(queue["RedrivePolicy"])
     assert int(redrive["maxReceiveCount"]) == 7
     assert redrive["deadLetterTargetArn"].endswith(f":{prefix}-events-dlq")
+
+
+def _services() -> dict[str, Any]:
+    template, _ = decode_str((ROOT / "infra" / "services.yaml").read_text())
+    resources: dict[str, Any] = template["Resources"]
+    return resources
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r["Properties"] for name, r in resources.items() if r["Type"] == kind}
+
+
+def test_the_public_listener_is_https_and_plain_http_only_redirects() -> None:
+    resources = _services()
+    listeners = _of_type(resources, "AWS::ElasticLoadBalancingV2::Listener")
+    https = [p for p in listeners.values() if p["Protocol"] == "HTTPS"]
+    plain = [p for p in listeners.values() if p["Protocol"] == "HTTP"]
+    assert len(https) == 1 and len(plain) == 1, listeners
+    assert https[0]["Port"] == 443
+    assert https[0]["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert https[0]["SslPolicy"] == {"Ref": "SslPolicy"}
+    template, _ = decode_str((ROOT / "infra" / "services.yaml").read_text())
+    assert template["Parameters"]["SslPolicy"]["Default"].startswith("ELBSecurityPolicy-TLS13-")
+    (redirect,) = plain[0]["DefaultActions"]
+    assert redirect["Type"] == "redirect"
+    assert redirect["RedirectConfig"]["Protocol"] == "HTTPS"
+    assert redirect["RedirectConfig"]["Port"] == "443"
+    assert redirect["RedirectConfig"]["StatusCode"] == "HTTP_301"
+    # Every rule that forwards hangs on the HTTPS listener; nothing forwards plain HTTP.
+    https_name = next(name for name, p in listeners.items() if p["Protocol"] == "HTTPS")
+    for rule in _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule").values():
+        assert rule["ListenerArn"] == {"Ref": https_name}
+    assert template["Outputs"]["Url"]["Value"]["Fn::Sub"].startswith("https://")
+
+
+def test_the_load_balancer_routes_no_admin_port_and_checks_readiness_there() -> None:
+    resources = _services()
+    groups = _of_type(resources, "AWS::ElasticLoadBalancingV2::TargetGroup")
+    tasks = _of_type(resources, "AWS::ECS::TaskDefinition")
+    admin_of = {}
+    for task in tasks.values():
+        (container,) = task["ContainerDefinitions"]
+        command = container["Command"]
+        if "--admin-port" in command:
+            public = command[command.index("--port") + 1]
+            admin_of[int(public)] = int(command[command.index("--admin-port") + 1])
+    assert set(admin_of) == {8000, 8001}
+    for group in groups.values():
+        admin = admin_of[group["Port"]]
+        assert admin != group["Port"]
+        assert group["HealthCheckPort"] == str(admin)
+        assert group["HealthCheckPath"] == "/ready"
+    # What the listeners forward to is the public port of each service, never the admin one.
+    for service in _of_type(resources, "AWS::ECS::Service").values():
+        for balancer in service.get("LoadBalancers", []):
+            assert balancer["ContainerPort"] in admin_of
