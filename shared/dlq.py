@@ -5,6 +5,15 @@ then deletes it from the DLQ: a crash between the two leaves a copy in both, whi
 writer's deduplication makes harmless. A message whose events are all stored already is
 not sent again ("duplicate"); one that cannot be decoded stays in the DLQ ("invalid").
 Works the same on AWS, LocalStack and moto (moto lacks the move-task API).
+
+Events older than the event retention: a stored event is removed by TTL at the earliest
+``event_retention_s`` after it was received (it must be acknowledged first, and it was
+received before it was stored). So a missing item means "never stored" only for an event
+younger than that; for an older one it may as well mean "stored, acknowledged and expired",
+and sending it again would put an acknowledged event back into the inbox. Such events are
+never replayed: a message made only of them (and of stored ones) stays in the DLQ, reported
+"expired"; in a message that also holds events to replay, they are put back into the DLQ on
+their own, with that reason, and the rest is replayed.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from typing import Any
 import msgspec
 
 from shared.aws import AwsClients
-from shared.envelope import QueueMessage, decode_message
+from shared.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
 from shared.settings import Settings
 
 SQS_BATCH = 10
@@ -32,6 +41,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # every event is in the inbox already: removed, not resent
     INVALID = "invalid"  # cannot be decoded: left in the DLQ
     SKIPPED = "skipped"  # did not match the filter: left in the DLQ
+    EXPIRED = "expired"  # only events past retention (and stored ones): left in the DLQ
 
 
 @dataclass(frozen=True)
@@ -165,16 +175,28 @@ class DeadLetterQueue:
         events_url = await self._url(self._settings.events_queue)
         dlq_url = await self._url(self._settings.dead_letter_queue)
         kept: list[DeadLetter] = []  # held until the end, so no batch returns them again
+        set_apart: set[str] = set()  # dead letters this run made itself (expired events)
         try:
             async for batch in self.receive(limit):
-                fresh = [letter for letter in batch if letter.message_id not in report.outcomes]
+                kept += [letter for letter in batch if letter.message_id in set_apart]
+                seen = report.outcomes.keys() | set_apart
+                fresh = [letter for letter in batch if letter.message_id not in seen]
                 if not fresh:
                     break  # the queue has come round again
                 for letter in fresh:
-                    outcome = await self._decide(letter, chosen, dry_run)
+                    outcome, plan = await self._decide(letter, chosen, dry_run)
                     report.outcomes[letter.message_id] = outcome.value
                     if outcome is Outcome.REPLAYED:
-                        await self._clients.sqs.send_message(QueueUrl=events_url, MessageBody=letter.body)
+                        await self._clients.sqs.send_message(QueueUrl=events_url, MessageBody=plan.replay_body(letter))
+                        if plan.expired:  # kept, alone, rather than lost with the message
+                            sent = await self._clients.sqs.send_message(
+                                QueueUrl=dlq_url,
+                                MessageBody=encode_message(plan.expired),
+                                MessageAttributes={
+                                    "failure_reason": {"DataType": "String", "StringValue": EXPIRED_REASON}
+                                },
+                            )
+                            set_apart.add(sent["MessageId"])
                     if outcome in (Outcome.REPLAYED, Outcome.DUPLICATE) and not dry_run:
                         await self._clients.sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
                     else:
@@ -185,26 +207,56 @@ class DeadLetterQueue:
                 await self.release(kept[start : start + SQS_BATCH])
         return report
 
-    async def _decide(self, letter: DeadLetter, chosen: ReplayFilter, dry_run: bool) -> Outcome:
+    async def _decide(self, letter: DeadLetter, chosen: ReplayFilter, dry_run: bool) -> tuple[Outcome, _Plan]:
         if letter.message is None:
-            return Outcome.INVALID
+            return Outcome.INVALID, _Plan()
         if not chosen.matches(letter.message):
-            return Outcome.SKIPPED
-        if await self._all_stored(letter.message):
-            return Outcome.DUPLICATE
-        return Outcome.WOULD_REPLAY if dry_run else Outcome.REPLAYED
+            return Outcome.SKIPPED, _Plan()
+        plan = await self._plan(letter.message)
+        if plan.replay:
+            return (Outcome.WOULD_REPLAY if dry_run else Outcome.REPLAYED), plan
+        return (Outcome.EXPIRED if plan.expired else Outcome.DUPLICATE), plan
 
-    async def _all_stored(self, message: QueueMessage) -> bool:
+    async def _plan(self, message: QueueMessage) -> _Plan:
+        """Which events to send again: those not stored, and young enough to know it."""
+        plan = _Plan()
+        oldest_us = time.time_ns() // 1000 - self._settings.event_retention_s * 1_000_000
         for event in message.events:
-            response = await self._clients.dynamodb.get_item(
-                TableName=self._settings.events_table,
-                Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
-                ProjectionExpression="event_id",
-                ConsistentRead=True,
-            )
-            if "Item" not in response:
-                return False
-        return True
+            if await self._stored(event):
+                plan.stored.append(event)
+            elif event.received_at_us <= oldest_us:
+                plan.expired.append(event)
+            else:
+                plan.replay.append(event)
+        return plan
+
+    async def _stored(self, event: QueuedEvent) -> bool:
+        response = await self._clients.dynamodb.get_item(
+            TableName=self._settings.events_table,
+            Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
+            ProjectionExpression="event_id",
+            ConsistentRead=True,
+        )
+        return "Item" in response
+
+
+EXPIRED_REASON = (
+    "expired: older than the event retention, so it may have been stored, acknowledged and "
+    "removed since; replay never sends it again"
+)
+
+
+@dataclass
+class _Plan:
+    replay: list[QueuedEvent] = field(default_factory=list)
+    stored: list[QueuedEvent] = field(default_factory=list)
+    expired: list[QueuedEvent] = field(default_factory=list)
+
+    def replay_body(self, letter: DeadLetter) -> str:
+        """The message as it was when every event goes back (byte for byte), else just those."""
+        if not self.stored and not self.expired:
+            return letter.body
+        return encode_message(self.replay)
 
 
 def _dead_letter(message: Any) -> DeadLetter:

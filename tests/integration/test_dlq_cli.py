@@ -12,15 +12,17 @@ import msgspec
 from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import open_clients
-from shared.envelope import QueuedEvent, encode_message
+from shared.envelope import QueuedEvent, decode_message, encode_message
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
 from tests.conftest import Stack, private_stack, run_triggers, start_service, wait_until
 from writer_worker.store import EventWriter
 
+NONE = {"replayed": 0, "would_replay": 0, "duplicate": 0, "invalid": 0, "skipped": 0, "expired": 0}
 
-def event(account: str, event_type: str, n: int) -> QueuedEvent:
-    now_us = time.time_ns() // 1000
+
+def event(account: str, event_type: str, n: int, at_us: int | None = None) -> QueuedEvent:
+    now_us = time.time_ns() // 1000 if at_us is None else at_us
     return QueuedEvent(
         event_id=new_event_id(now_us // 1000),
         account_id=account,
@@ -90,11 +92,11 @@ def test_replay_outcomes_dry_run_filters_and_no_duplicates(stack: Stack) -> None
     dead_letter(own, fresh, fresh, already, other_type, "not json at all")
 
     dry = cli_json(own, "dlq", "replay", "--event-type", "order.created", "--dry-run")
-    assert dry["counts"] == {"replayed": 0, "would_replay": 2, "duplicate": 1, "invalid": 1, "skipped": 1}
+    assert dry["counts"] == {**NONE, "would_replay": 2, "duplicate": 1, "invalid": 1, "skipped": 1}
     assert cli_json(own, "dlq", "count")["visible"] == 5  # a dry run changes nothing
 
     done = cli_json(own, "dlq", "replay", "--event-type", "order.created")
-    assert done["counts"] == {"replayed": 2, "would_replay": 0, "duplicate": 1, "invalid": 1, "skipped": 1}
+    assert done["counts"] == {**NONE, "replayed": 2, "duplicate": 1, "invalid": 1, "skipped": 1}
     assert cli_json(own, "dlq", "count")["visible"] == 2  # the invalid and the filtered-out one stay
     stats = cli_json(own, "stats")
     assert stats["queue_visible"] == 2
@@ -109,7 +111,54 @@ def test_replay_outcomes_dry_run_filters_and_no_duplicates(stack: Stack) -> None
         again = cli_json(own, "dlq", "replay", "--event-type", "order.created")
         assert again["counts"]["replayed"] == 0
         everything = cli_json(own, "dlq", "replay")
-        assert everything["counts"] == {"replayed": 1, "would_replay": 0, "duplicate": 0, "invalid": 1, "skipped": 0}
+        assert everything["counts"] == {**NONE, "replayed": 1, "invalid": 1}
         assert wait_until(lambda: undelivered(own, account) == 3, timeout_s=20)
     finally:
         processes.stop([writer.process])
+
+
+def queued_bodies(stack: Stack, queue: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every message of ``queue`` (body, attributes), taken off it."""
+
+    async def drain() -> list[tuple[str, dict[str, Any]]]:
+        found: list[tuple[str, dict[str, Any]]] = []
+        async with open_clients(stack.settings) as clients:
+            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+            while True:
+                response = await clients.sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+                )
+                messages = response.get("Messages", [])
+                if not messages:
+                    return found
+                for message in messages:
+                    found.append((message["Body"], dict(message.get("MessageAttributes", {}))))
+                    await clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    return asyncio.run(drain())
+
+
+def test_replay_never_sends_back_events_older_than_the_retention(stack: Stack) -> None:
+    """A missing item of an event past retention may be one stored, acknowledged and expired."""
+    own = private_stack(stack)
+    account = new_account_id()
+    past_us = time.time_ns() // 1000 - (own.settings.event_retention_s + 3600) * 1_000_000
+    old_alone, old_beside = event(account, "old", 1, at_us=past_us), event(account, "old", 2, at_us=past_us)
+    young = event(account, "young", 3)
+    dead_letter(own, encode_message([old_alone]), encode_message([old_beside, young]))
+
+    dry = cli_json(own, "dlq", "replay", "--dry-run")
+    assert dry["counts"] == {**NONE, "would_replay": 1, "expired": 1}
+    done = cli_json(own, "dlq", "replay")
+    assert done["counts"] == {**NONE, "replayed": 1, "expired": 1}
+
+    # Only the young event went back; each old one is in the DLQ, alone, saying why.
+    (replayed,) = queued_bodies(own, own.settings.events_queue)
+    assert [e.event_id for e in decode_message(replayed[0]).events] == [young.event_id]
+    left = queued_bodies(own, own.settings.dead_letter_queue)
+    assert sorted(e.event_id for body, _ in left for e in decode_message(body).events) == sorted(
+        [old_alone.event_id, old_beside.event_id]
+    )
+    reasons = {attributes["failure_reason"]["StringValue"].split(":")[0] for _, attributes in left}
+    assert reasons == {"test reason", "expired"}  # the untouched original, and the one set apart
+    assert undelivered(own, account) == 0
