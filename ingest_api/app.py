@@ -84,6 +84,10 @@ async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
     key = await context.auth.authenticate(_wanted_headers(request).get(b"authorization"), Scope.INGEST, client)
+    # The bucket as it stands (taking nothing), so that every authenticated answer, a 400
+    # or 413 before any token is taken included, carries the rate headers.
+    decision = context.limiter.take(key.key_id, key.rate_limit_per_minute, 0)
+    request.scope["state"][STATE_EXTRA_HEADERS] = decision.headers()
     refuse_unknown_query(request.scope)
     return key
 
@@ -183,6 +187,7 @@ def _lifespan(settings: Settings) -> Any:
                 queue_url,
                 linger_s=settings.enqueue_linger_ms / 1000,
                 max_waiting_events=settings.enqueue_max_waiting_events,
+                max_waiting_bytes=settings.enqueue_max_waiting_bytes,
                 send_timeout_s=settings.enqueue_timeout_s,
             )
             await batcher.start()

@@ -4,8 +4,11 @@ Requests hand their encoded events to the batcher and wait. Within ``linger_s`` 
 packs the events of many requests into SQS messages (several events a message) and sends
 them with SendMessageBatch (10 messages a call). A request is told "stored" only when every
 message holding one of its events was acknowledged by SQS; a failed entry fails only the
-events it carried. The number of waiting events is bounded: past it, callers are refused
-at once (503) instead of queueing without limit. Each SQS call has a deadline
+events it carried, and a message SQS refuses for what it holds is split and sent again
+per submission, so that only the submission whose event caused it fails, never its
+neighbours. The events and bytes held (submitted and not yet answered) are bounded: past
+either bound, callers are refused at once (503) instead of queueing without limit, so
+memory stays bounded however large the events. Each SQS call has a deadline
 (``send_timeout_s``): one timer per call rather than one per request, so a stuck SQS
 answers its callers "not stored" within about twice that time (waiting for a free send
 slot, then the send itself).
@@ -36,12 +39,17 @@ class Overloaded(Exception):
     """Too many events already wait for SQS: refuse now rather than queue without bound."""
 
 
+# Errors of a whole SendMessageBatch that one entry's body can cause: worth finding that entry.
+_CONTENT_ERRORS = ("InvalidMessageContents", "BatchRequestTooLong", "MessageTooLong", "InvalidParameterValue")
+
+
 @dataclass(eq=False, slots=True)
 class _Submission:
     events: list[bytes]
     future: asyncio.Future[list[bool]]
     stored: list[bool] = field(default_factory=list)
     unsent: int = 0  # placements of its events in messages not yet answered by SQS
+    size: int = 0  # bytes of its events, counted against the batcher's byte bound
 
 
 @dataclass(slots=True)
@@ -58,6 +66,7 @@ class SqsBatcher:
         *,
         linger_s: float = 0.002,
         max_waiting_events: int = 20_000,
+        max_waiting_bytes: int = 64 * 1024 * 1024,
         max_concurrent_sends: int = 32,
         send_timeout_s: float = 5.0,
     ) -> None:
@@ -66,8 +75,11 @@ class SqsBatcher:
         self._linger_s = linger_s
         self._send_timeout_s = send_timeout_s
         self._max_waiting = max_waiting_events
+        self._max_waiting_bytes = max_waiting_bytes
         self._waiting: list[_Submission] = []
-        self._waiting_events = 0
+        # Held: submitted and not yet answered (waiting, being packed, or in a send).
+        self._held_events = 0
+        self._held_bytes = 0
         self._wakeup = asyncio.Event()
         self._sends = asyncio.Semaphore(max_concurrent_sends)
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -84,11 +96,17 @@ class SqsBatcher:
         Cancelling the future (a caller's timeout) does not unsend anything: the events go
         out with their batch, and the answer is simply no longer awaited.
         """
-        if self._closing or self._waiting_events + len(events) > self._max_waiting:
+        size = sum(len(e) for e in events)
+        if (
+            self._closing
+            or self._held_events + len(events) > self._max_waiting
+            or self._held_bytes + size > self._max_waiting_bytes
+        ):
             raise Overloaded
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Submission(events, future, [False] * len(events)))
-        self._waiting_events += len(events)
+        self._waiting.append(_Submission(events, future, [False] * len(events), size=size))
+        self._held_events += len(events)
+        self._held_bytes += size
         if not self._wakeup.is_set():
             self._wakeup.set()
         return future
@@ -111,7 +129,7 @@ class SqsBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), self._linger_s)
             self._wakeup.clear()
-            batch, self._waiting, self._waiting_events = self._waiting, [], 0
+            batch, self._waiting = self._waiting, []
             if batch:
                 for call in _plan_calls(_pack(batch)):
                     await self._sends.acquire()
@@ -123,27 +141,84 @@ class SqsBatcher:
 
     async def _send(self, messages: list[_Message]) -> None:
         try:
-            entries = [{"Id": str(i), "MessageBody": m.body.decode()} for i, m in enumerate(messages)]
-            failed_ids: set[str] = set()
-            try:
-                SQS_SEND_EVENTS.observe(sum(len(m.owners) for m in messages))
-                with SQS_SEND_SECONDS.time():
-                    async with asyncio.timeout(self._send_timeout_s):
-                        response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
-                failed = response.get("Failed", [])
-                failed_ids = {f["Id"] for f in failed}
-                if failed:
-                    log.warning("sqs_entries_failed", count=len(failed), codes=sorted({f["Code"] for f in failed}))
-            except (BotoCoreError, ClientError, TimeoutError) as exc:
-                log.warning("sqs_send_failed", error=type(exc).__name__)
-                failed_ids = {e["Id"] for e in entries}
-            for i, message in enumerate(messages):
-                if str(i) not in failed_ids:
-                    for submission, index in message.owners:
-                        submission.stored[index] = True
+            await self._deliver(messages)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not hang callers, nor go unretrieved
+            # The type only: an exception's text may quote a body.
+            log.error("sqs_send_crashed", error=type(exc).__name__)
         finally:
             self._sends.release()
-            _settle(messages)
+            for submission in _settle(messages):
+                self._held_events -= len(submission.events)
+                self._held_bytes -= submission.size
+
+    async def _deliver(self, messages: list[_Message]) -> None:
+        """Send ``messages``; when SQS refuses one for what it holds, find the submission
+        that caused it, so that its neighbours' events are stored all the same."""
+        suspects = await self._attempt(messages)
+        if len(suspects) > 1:  # the whole call was refused: one body may be the cause
+            alone = await asyncio.gather(*(self._attempt([m]) for m in suspects))
+            suspects = [m for refused in alone for m in refused]
+        parts = [part for m in suspects for part in _by_submission(m) if part is not m]
+        if parts:  # each submission's events alone: what SQS refuses now is that submission's own
+            await asyncio.gather(*(self._attempt([part]) for part in parts))
+
+    async def _attempt(self, messages: list[_Message]) -> list[_Message]:
+        """One SendMessageBatch; marks what SQS took. Returns the messages refused for what
+        they hold (SenderFault, or a content error of the whole call), which a smaller send
+        can isolate; SQS's own trouble (throttling, 5xx, timeouts) only fails them."""
+        refused: list[_Message] = []
+        sendable: list[_Message] = []
+        entries: list[dict[str, str]] = []
+        for message in messages:
+            try:
+                body = message.body.decode()
+            except UnicodeDecodeError:  # the edge refuses invalid UTF-8; never let it sink a call
+                refused.append(message)
+                continue
+            entries.append({"Id": str(len(sendable)), "MessageBody": body})
+            sendable.append(message)
+        if not entries:
+            return refused
+        try:
+            SQS_SEND_EVENTS.observe(sum(len(m.owners) for m in sendable))
+            with SQS_SEND_SECONDS.time():
+                async with asyncio.timeout(self._send_timeout_s):
+                    response = await self._sqs.send_message_batch(QueueUrl=self._queue_url, Entries=entries)  # type: ignore[arg-type]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+            log.warning("sqs_send_failed", error=code, messages=len(sendable))
+            return refused + (sendable if code.endswith(_CONTENT_ERRORS) else [])
+        except (BotoCoreError, TimeoutError) as exc:
+            log.warning("sqs_send_failed", error=type(exc).__name__, messages=len(sendable))
+            return refused
+        failed = {f["Id"]: f for f in response.get("Failed", [])}
+        if failed:
+            log.warning("sqs_entries_failed", count=len(failed), codes=sorted({f["Code"] for f in failed.values()}))
+        for i, message in enumerate(sendable):
+            entry = failed.get(str(i))
+            if entry is None:
+                for submission, index in message.owners:
+                    submission.stored[index] = True
+            elif entry.get("SenderFault"):
+                refused.append(message)
+        return refused
+
+
+def _by_submission(message: _Message) -> list[_Message]:
+    """The message cut into one message per submission it carries (each within its budget)."""
+    parts: dict[int, list[tuple[_Submission, int]]] = {}
+    for submission, index in message.owners:
+        parts.setdefault(id(submission), []).append((submission, index))
+    if len(parts) == 1:
+        return [message]
+    return [_envelope(owners) for owners in parts.values()]
+
+
+def _envelope(owners: list[tuple[_Submission, int]]) -> _Message:
+    body = bytearray(b'{"events":[')
+    body += b",".join(submission.events[index] for submission, index in owners)
+    body += b'],"v":1}'
+    return _Message(body, owners)
 
 
 def _pack(batch: list[_Submission]) -> list[_Message]:
@@ -181,10 +256,14 @@ def _plan_calls(messages: list[_Message]) -> list[list[_Message]]:
     return calls
 
 
-def _settle(messages: list[_Message]) -> None:
-    """Answer the submissions whose every message has now been sent (or has failed)."""
+def _settle(messages: list[_Message]) -> list[_Submission]:
+    """Answer the submissions whose every message has now been sent (or has failed); returns them."""
+    answered = []
     for message in messages:
         for submission, _ in message.owners:
             submission.unsent -= 1
-            if submission.unsent == 0 and not submission.future.done():
-                submission.future.set_result(submission.stored)
+            if submission.unsent == 0:
+                answered.append(submission)
+                if not submission.future.done():
+                    submission.future.set_result(submission.stored)
+    return answered

@@ -9,6 +9,7 @@ import msgspec
 
 from ingest_api.batcher import Overloaded, SqsBatcher
 from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, EventIn
+from ingest_api.validation import CONTROL_CHARACTERS, check_event_text, locate
 from shared.decoding import UNDECODABLE, detail_from_msgspec, undecodable
 from shared.envelope import QueuedEvent
 from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
@@ -45,34 +46,55 @@ class IngestService:
         self._max_payload = max_payload_bytes
 
     def parse_event(self, raw: bytes, prefix: str = "$", header_key: str | None = None) -> EventIn:
-        """Decode and check one event; raises a field-level ``AppError``."""
+        """Decode and check one event; raises a field-level ``AppError``.
+
+        Whatever passes can be queued, stored and read back (ingest_api/validation.py).
+        """
+        try:
+            text = raw.decode()  # UTF-8 anywhere: msgspec does not look inside the payload's bytes
+        except UnicodeDecodeError:
+            detail = locate(raw, prefix)
+            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from None
         try:
             event = _event_decoder.decode(raw)
         except msgspec.DecodeError as exc:
             detail = detail_from_msgspec(exc, prefix)
-            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from exc
+            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from None
         except UNDECODABLE as exc:
             detail = undecodable(exc, prefix)
-            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from exc
+            raise ValidationError(f"Invalid event: {detail.message}", [detail]) from None
         payload = bytes(event.payload)
         if not payload.startswith(b"{"):
             field = f"{prefix}.payload"
             raise ValidationError("payload must be a JSON object.", [ErrorDetail(field, "Expected `object`.")])
-        if len(payload) > self._max_payload:
-            field = f"{prefix}.payload"
-            message = f"payload is {len(payload)} bytes; the limit is {self._max_payload}."
-            raise PayloadTooLarge(message, [ErrorDetail(field, message)])
+        self._check_size(payload, prefix)
+        problem = check_event_text(text, raw, payload, prefix)
+        if problem is not None:
+            raise ValidationError(f"Invalid event: {problem.message}", [problem])
+        _refuse_control_characters(event.event_type, f"{prefix}.event_type")
+        if event.idempotency_key is not None:
+            _refuse_control_characters(event.idempotency_key, f"{prefix}.idempotency_key")
         if header_key is not None:
             if not 1 <= len(header_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
                 message = f"Must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters."
                 raise ValidationError(
                     f"Invalid Idempotency-Key header: {message}", [ErrorDetail("Idempotency-Key", message)]
                 )
+            _refuse_control_characters(header_key, "Idempotency-Key")
             if event.idempotency_key not in (None, header_key):
                 detail = ErrorDetail(f"{prefix}.idempotency_key", "Differs from the Idempotency-Key header.")
                 raise ValidationError("Two different idempotency keys were sent.", [detail])
             event = msgspec.structs.replace(event, idempotency_key=header_key)
         return event
+
+    def _check_size(self, payload: bytes, prefix: str) -> None:
+        """413 unless the payload fits as it travels and is stored: measured after the
+        escapes SQS needs (``sqs_safe``: U+FFFE and U+FFFF count six bytes each)."""
+        size = len(payload) if b"\xef\xbf" not in payload else len(sqs_safe(payload))
+        if size > self._max_payload:
+            field = f"{prefix}.payload"
+            message = f"payload is {size} bytes as stored; the limit is {self._max_payload}."
+            raise PayloadTooLarge(message, [ErrorDetail(field, message)])
 
     async def accept(self, key: KeyRecord, events: list[EventIn], request_id: str) -> list[AcceptedEvent | AppError]:
         """Enqueue events; per event, its id once SQS has it, or why it was not taken."""
@@ -102,3 +124,9 @@ class IngestService:
         return [
             AcceptedEvent(q.event_id, received_at) if ok else unavailable for q, ok in zip(queued, stored, strict=True)
         ]
+
+
+def _refuse_control_characters(value: str, field: str) -> None:
+    if CONTROL_CHARACTERS.search(value):
+        message = "Must not contain control characters (U+0000 to U+001F, U+007F to U+009F)."
+        raise ValidationError(f"Invalid {field}: {message}", [ErrorDetail(field, message)])

@@ -8,7 +8,9 @@ per event when the edge packs several.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
+import json
 from typing import Any
 
 import msgspec
@@ -46,13 +48,86 @@ class QueueMessage(msgspec.Struct, kw_only=True, frozen=True):
 
 
 _encoder = msgspec.json.Encoder()
-_canonical_encoder = msgspec.json.Encoder(order="sorted")
 _message_decoder = msgspec.json.Decoder(QueueMessage)
-_any_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
-def canonical_json(payload: msgspec.Raw) -> bytes:
-    return _canonical_encoder.encode(_any_decoder.decode(payload))
+class UncanonicalPayload(ValueError):
+    """The bytes are not JSON text at all (invalid UTF-8, a lone surrogate, bad syntax).
+
+    Neither the edge nor ``decode_message`` lets such a payload through; the message says
+    what was wrong and never quotes the payload.
+    """
+
+
+def canonical_json(payload: msgspec.Raw | bytes) -> bytes:
+    """The payload as deduplication compares it: key order, whitespace and string escapes
+    do not count; every value, down to a number's last digit, does.
+
+    Numbers compare by their exact decimal value, never through a double, in two kinds:
+    integers (``1``) and numbers written with a fraction or an exponent (``1.0``, ``1e0``),
+    as JSON decoders of most languages tell them apart. So ``1.0 == 1.00 == 1e0 == 10e-1``,
+    ``1 != 1.0``, and ``0.1 != 0.1000000000000000001``. A number that is exactly its
+    double keeps the text earlier versions produced (msgspec's shortest form), so dedup
+    keys of ordinary payloads stay what they were across an upgrade. Duplicate keys (which
+    the edge refuses today, but which older edges let through) keep the last value, as
+    before. Total over valid JSON of any size, depth below Python's recursion limit and any
+    number: it raises only ``UncanonicalPayload`` for bytes that are not JSON text.
+    """
+    try:
+        try:
+            value = _canonical_decoder.decode(payload)
+        except msgspec.ValidationError:
+            # An integer of more digits than msgspec decodes: keep integers as their text.
+            value = _long_int_decoder.decode(bytes(payload).decode())
+        return _canonical_encoder.encode(value)
+    except (ValueError, RecursionError) as exc:  # msgspec's DecodeError and UnicodeError are ValueErrors
+        raise UncanonicalPayload(f"payload is not JSON text ({type(exc).__name__})") from None
+
+
+def _canonical_float(text: str) -> msgspec.Raw:
+    """A number with a fraction or exponent, as the canonical form writes it."""
+    value = float(text)
+    if value - value == 0.0:  # finite
+        shortest = _encoder.encode(value)
+        if shortest == text.encode() or _exact(shortest.decode()) == _exact(text):
+            return msgspec.Raw(shortest)
+    # Not exactly a double: the exact value, "<digits>e<exponent>". It differs from every
+    # double's shortest text, since that text would have the same value and been taken above.
+    negative, digits, exponent = _exact(text)
+    return msgspec.Raw(f"{'-' if negative else ''}{digits}e{exponent}".encode())
+
+
+# Integer arithmetic on exponents of any length (Python's int() refuses over 4300 digits).
+_EXACT = decimal.Context(prec=4_000_000, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
+def _exact(text: str) -> tuple[bool, str, str]:
+    """(negative, significant digits, exponent) of a JSON number: one triple per value."""
+    mantissa, _, exponent_text = text.lower().partition("e")
+    negative = mantissa.startswith("-")
+    whole, _, fraction = mantissa.lstrip("-").partition(".")
+    digits = (whole + fraction).lstrip("0")
+    if not digits:
+        return False, "", "0"  # zero; the double's text keeps its sign
+    significant = digits.rstrip("0")
+    shift = len(digits) - len(significant) - len(fraction)
+    exponent = _EXACT.add(decimal.Decimal(exponent_text or "0"), decimal.Decimal(shift))
+    return negative, significant, str(exponent)
+
+
+def _canonical_int_text(text: str) -> msgspec.Raw:
+    return msgspec.Raw(b"0" if text == "-0" else text.encode())  # JSON integers have no leading zeros
+
+
+def _not_json(text: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+_canonical_encoder = msgspec.json.Encoder(order="sorted")
+_canonical_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(float_hook=_canonical_float)
+_long_int_decoder = json.JSONDecoder(
+    parse_float=_canonical_float, parse_int=_canonical_int_text, parse_constant=_not_json
+)
 
 
 def encode_message(events: list[QueuedEvent]) -> str:

@@ -91,6 +91,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     enqueue_max_waiting_events: Annotated[
         int, _doc("Events waiting for SQS, per ingest process, beyond which requests get 503 at once.")
     ] = 20_000
+    enqueue_max_waiting_bytes: Annotated[
+        int,
+        msgspec.Meta(
+            ge=16 * 1024 * 1024,
+            description=(
+                "Bytes of encoded events waiting for SQS or being sent, per ingest process, beyond "
+                "which requests get 503 at once: the edge's memory bound, whatever the event sizes. "
+                "At least 16 MiB, so a full batch (5 MiB body, escapes included) always fits."
+            ),
+        ),
+    ] = 64 * 1024 * 1024
     enqueue_timeout_s: Annotated[
         float,
         _doc("Deadline of one SQS send; its requests then get 503 (a request waits at most about twice this)."),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import msgspec
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from ingest_api.batcher import SQS_MAX_REQUEST_BYTES, Overloaded, SqsBatcher
 
@@ -122,4 +123,98 @@ async def test_a_stuck_sqs_call_answers_its_callers_not_stored_at_its_deadline()
     await batcher.start()
     results = await asyncio.wait_for(asyncio.gather(batcher.submit([b"{}"]), batcher.submit([b"{}", b"{}"])), 2)
     assert list(results) == [[False], [False, False]]
+    await batcher.close()
+
+
+class ContentRefusingSqs:
+    """Refuses what real SQS refuses for its content: an entry holding a marker (per entry,
+    SenderFault), or, with ``whole_call``, the whole SendMessageBatch (InvalidMessageContents)."""
+
+    def __init__(self, marker: str, *, whole_call: bool) -> None:
+        self.marker = marker
+        self.whole_call = whole_call
+        self.stored: list[Any] = []
+        self.calls = 0
+
+    async def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        self.calls += 1
+        bad = [e for e in Entries if self.marker in e["MessageBody"]]
+        if bad and self.whole_call:
+            error = {"Error": {"Code": "InvalidMessageContents", "Message": "Invalid characters found."}}
+            raise ClientError(error, "SendMessageBatch")  # type: ignore[arg-type]
+        self.stored += [ev for e in Entries if e not in bad for ev in msgspec.json.decode(e["MessageBody"])["events"]]
+        failed = [{"Id": e["Id"], "Code": "InvalidMessageContents", "SenderFault": True} for e in bad]
+        return {"Successful": [], "Failed": failed}
+
+
+@pytest.mark.parametrize("whole_call", [False, True], ids=["entry-refused", "call-refused"])
+async def test_a_body_sqs_refuses_fails_only_its_own_submission(whole_call: bool) -> None:
+    """Events of many callers share a message and a call: SQS refusing one body must cost
+    only the submission that holds it (found by sending again, split)."""
+    sqs = ContentRefusingSqs("poison", whole_call=whole_call)
+    batcher = SqsBatcher(sqs, "url", linger_s=0.01)  # type: ignore[arg-type]
+    await batcher.start()
+    others = [batcher.submit([b'{"n":%d}' % i]) for i in range(30)]
+    bad = batcher.submit([b'{"n":"poison"}', b'{"n":"mine"}'])
+    big = [batcher.submit([b'{"pad":"%s","i":%d}' % (b"x" * 300_000, i)]) for i in range(6)]  # several messages
+    results = await asyncio.gather(*others, bad, *big)
+    await batcher.close()
+    assert results[:30] == [[True]] * 30
+    assert results[30] == [False, False]
+    assert results[31:] == [[True]] * 6
+    stored = [e["n"] for e in sqs.stored if "n" in e]
+    assert sorted(stored) == list(range(30))  # each once; the refused submission's events not at all
+    assert sorted(e["i"] for e in sqs.stored if "i" in e) == list(range(6))
+
+
+async def test_invalid_utf8_in_one_event_fails_only_its_submission_and_nothing_escapes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The edge refuses invalid UTF-8, but if some ever reached the batcher, building the SQS
+    entries must not crash the send (an unretrieved task exception that logged the bodies)."""
+    sqs = FakeSqs()
+    batcher = SqsBatcher(sqs, "url", linger_s=0.01)  # type: ignore[arg-type]
+    await batcher.start()
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    secret = b"acct-secret-payload"
+    others = [batcher.submit([b'{"n":%d}' % i]) for i in range(20)]
+    bad = batcher.submit([b'{"s":"' + secret + b'\xff"}'])
+    results = await asyncio.gather(*others, bad)
+    await batcher.close()
+    assert results == [[True]] * 20 + [[False]]
+    assert sorted(e["n"] for c in sqs.calls for e in events_in(c)) == list(range(20))
+    assert unretrieved == []
+    assert secret.decode() not in capsys.readouterr().out
+
+
+async def test_a_crash_inside_a_send_answers_its_callers_not_stored() -> None:
+    class BrokenSqs:
+        async def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+            return {"Failed": [{"Id": "0"}]}  # malformed: no Code, a KeyError inside the send
+
+    unretrieved: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    batcher = SqsBatcher(BrokenSqs(), "url", linger_s=0.001)  # type: ignore[arg-type]
+    await batcher.start()
+    assert await asyncio.wait_for(batcher.submit([b"{}"]), 2) == [False]
+    assert await asyncio.wait_for(batcher.submit([b"{}"]), 2) == [False]  # still answering, nothing leaked
+    await batcher.close()
+    gc.collect()  # a task whose exception nobody retrieved reports it when collected
+    assert unretrieved == []
+
+
+async def test_held_bytes_are_bounded_and_released_when_answered() -> None:
+    sqs = FakeSqs()
+    batcher = SqsBatcher(sqs, "url", linger_s=0.05, max_waiting_bytes=1000)  # type: ignore[arg-type]
+    await batcher.start()
+    waiting = asyncio.ensure_future(batcher.submit([b"x" * 600]))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded):
+        batcher.submit([b"y" * 500])  # 1,100 bytes would be held
+    assert await batcher.submit([b"z" * 400]) == [True]  # 1,000: within the bound
+    assert await waiting == [True]
+    assert await batcher.submit([b"w" * 900]) == [True]  # all answered: the bytes were given back
     await batcher.close()

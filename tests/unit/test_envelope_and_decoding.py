@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import decimal
+from typing import Any
+
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest_api.schemas import EventIn
+from ingest_api.service import IngestService, sqs_safe
 from shared.decoding import decode_json
-from shared.envelope import QueuedEvent, decode_message, encode_message
-from shared.errors import ValidationError
+from shared.envelope import QueuedEvent, canonical_json, decode_message, encode_message
+from shared.errors import AppError, ValidationError
 
 
 def event(payload: bytes = b'{"a": 1}', key: str | None = None, event_type: str = "t") -> QueuedEvent:
@@ -67,3 +73,181 @@ def test_decoding_errors_name_the_field(body: bytes, field: str, words: str) -> 
     (detail,) = caught.value.details
     assert detail.field == field
     assert words in detail.message
+
+
+# --- the canonical form: exact numbers, and total over whatever the edge accepts ------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (b'{"v": 1.0}', b'{"v": 1.00}'),
+        (b'{"v": 1.0}', b'{"v": 1e0}'),
+        (b'{"v": 1.0}', b'{"v": 10E-1}'),
+        (b'{"v": 1e400}', b'{"v": 10e399}'),
+        (b'{"v": -0}', b'{"v": 0}'),
+        (b'{"s": "\\u0041", "t": [1, 2]}', b'{"t":[1,2],"s":"A"}'),
+    ],
+)
+def test_canonical_form_equal_values(a: bytes, b: bytes) -> None:
+    assert canonical_json(msgspec.Raw(a)) == canonical_json(msgspec.Raw(b))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (b'{"v": 0.1}', b'{"v": 0.1000000000000000001}'),  # the same double, different values
+        (b'{"v": 1}', b'{"v": 1.0}'),  # an integer and a number with a fraction are two kinds
+        (b'{"v": 1e400}', b'{"v": 1e401}'),
+        (b'{"v": 1e-400}', b'{"v": 0.0}'),
+        (b'{"v": 123456789012345678901234567890}', b'{"v": 123456789012345678901234567891}'),
+        (b'{"v": 9007199254740993.0}', b'{"v": 9007199254740992.0}'),
+    ],
+)
+def test_canonical_form_distinct_values(a: bytes, b: bytes) -> None:
+    assert canonical_json(msgspec.Raw(a)) != canonical_json(msgspec.Raw(b))
+
+
+_old_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+_old_encoder = msgspec.json.Encoder(order="sorted")
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _json_values, max_size=5))
+def test_canonical_form_of_ordinary_payloads_is_what_earlier_versions_made(value: dict[str, Any]) -> None:
+    """Dedup keys stay the same across the upgrade (claims written by the previous writer
+    still match), for every payload whose numbers are exactly doubles."""
+    payload = msgspec.json.encode(value)
+    assert canonical_json(msgspec.Raw(payload)) == _old_encoder.encode(_old_decoder.decode(payload))
+
+
+_number_texts = st.builds(
+    lambda sign, whole, fraction, exponent: f"{sign}{whole}{fraction}{exponent}",
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["0", "1", "9"]) | st.integers(1, 10**40).map(str),
+    st.just("") | st.text("0123456789", min_size=1, max_size=30).map(lambda d: "." + d),
+    st.just("") | st.integers(-(10**6), 10**6).map(lambda e: f"e{e:+d}") | st.sampled_from(["e0", "E5", "e-0400"]),
+).filter(lambda t: "." in t or "e" in t.lower())
+
+
+@settings(max_examples=400, deadline=None)
+@given(_number_texts, _number_texts)
+def test_numbers_compare_by_their_exact_decimal_value(x: str, y: str) -> None:
+    same = decimal.Decimal(x) == decimal.Decimal(y) and (x.startswith("-") == y.startswith("-") or float(x) != 0)
+    form = [canonical_json(msgspec.Raw(b'{"v":%s}' % t.encode())) for t in (x, y)]
+    assert (form[0] == form[1]) == same, (x, y, form)
+
+
+# JSON text, including what generated Python values cannot show: long and extreme numbers,
+# escapes of every kind, duplicate keys, deep nesting, invalid bytes.
+_raw_numbers = _number_texts | st.integers().map(str) | st.sampled_from(["1" + "0" * 5000, "1e99999", "-0", "1e400"])
+_raw_strings = st.lists(
+    st.text(max_size=6).map(lambda s: msgspec.json.encode(s).decode()[1:-1])
+    | st.sampled_from(["\\u0000", "\\ud83d\\ude00", "\\uffff", "\ufffe", "\\/", "\\\\", '\\"']),
+    max_size=4,
+).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+def _raw_json(depth: int = 0) -> st.SearchStrategy[str]:
+    leaf = _raw_numbers | _raw_strings | st.sampled_from(["true", "false", "null"])
+    if depth > 3:
+        return leaf
+    inner = st.deferred(lambda: _raw_json(depth + 1))
+    arrays = st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+    objects = st.lists(st.tuples(_raw_strings | st.just('"k"'), inner), max_size=3).map(
+        lambda members: "{" + ",".join(f"{k}:{v}" for k, v in members) + "}"
+    )
+    return leaf | arrays | objects
+
+
+_raw_payloads = st.lists(st.tuples(_raw_strings | st.just('"k"'), _raw_json()), max_size=4).map(
+    lambda members: ("{" + ",".join(f"{k}:{v}" for k, v in members) + "}").encode()
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_raw_payloads, st.sampled_from([b"", b"\xff", b"\xc3", b"\xed\xa0\x80"]), st.integers(0, 10_000))
+def test_whatever_the_edge_accepts_the_canonical_form_takes(payload: bytes, splice: bytes, at: int) -> None:
+    at %= len(payload) + 1
+    payload = payload[:at] + splice + payload[at:]
+    body = b'{"event_type": "t", "payload": ' + payload + b"}"
+    service = IngestService(None, max_payload_bytes=256 * 1024)  # type: ignore[arg-type]
+    try:
+        event = service.parse_event(body)
+    except AppError as exc:
+        refused: AppError | None = exc
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.status in (400, 413)
+        assert refused.details
+        assert refused.details[0].field.startswith("$")
+        return
+    canonical_json(event.payload)  # never raises for an accepted event
+    # ... nor for the payload as the queue carries it, escapes and all.
+    (queued,) = decode_message(sqs_safe(encode_message([_queued(event)]).encode()).decode()).events
+    assert canonical_json(queued.payload) == canonical_json(event.payload)
+    assert msgspec.json.decode(bytes(queued.payload)) == msgspec.json.decode(payload)
+
+
+def _queued(event: EventIn) -> QueuedEvent:
+    return QueuedEvent(
+        event_id="e", account_id="a", event_type=event.event_type, payload=event.payload, received_at_us=1
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "status"),
+    [
+        (b'{"n": 1e400}', "$.payload.n", 400),
+        (b'{"a": [1, {"n": -1e309}]}', "$.payload.a[1].n", 400),
+        (b'{"n": 1' + b"0" * 100 + b"}", "$.payload.n", 400),
+        (b'{"n": 1e-99999}', "$.payload.n", 400),
+        (b'{"a": 1, "b": {"c": 1, "c": 2}}', "$.payload.b.c", 400),
+        (b'{"odd key": 1, "odd key": 1}', '$.payload["odd key"]', 400),
+        (b'{"s": "ok\xff"}', "$.payload.s", 400),
+        (b'{"k\xfe": 1}', "$.payload", 400),
+        (b'{"d": ' + b"[" * 128 + b"]" * 128 + b"}", "$.payload", 400),
+        (b'{"s": "' + "\uffff".encode() * 50_000 + b'"}', "$.payload", 413),  # 150 KB, 300 KB once escaped
+    ],
+)
+def test_the_edge_refuses_what_cannot_be_stored_naming_the_field(payload: bytes, field: str, status: int) -> None:
+    service = IngestService(None, max_payload_bytes=256 * 1024)  # type: ignore[arg-type]
+    with pytest.raises(AppError) as caught:
+        service.parse_event(b'{"event_type": "t", "payload": ' + payload + b"}")
+    assert caught.value.status == status
+    assert [d.field for d in caught.value.details] == [field]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"event_type": "a\\u0000b", "payload": {}}', "$.event_type"),
+        (b'{"event_type": "a\\nb", "payload": {}}', "$.event_type"),
+        (b'{"event_type": "a\xc2\x85", "payload": {}}', "$.event_type"),
+        (b'{"event_type": "t", "payload": {}, "idempotency_key": "k\\u001f"}', "$.idempotency_key"),
+        (b'{"event_type": "t", "event_type": "u", "payload": {}}', "$.event_type"),
+        (b'{"event_type": "t\xff", "payload": {}}', "$.event_type"),
+    ],
+)
+def test_event_fields_the_edge_refuses(body: bytes, field: str) -> None:
+    service = IngestService(None, max_payload_bytes=256 * 1024)  # type: ignore[arg-type]
+    with pytest.raises(AppError) as caught:
+        service.parse_event(body)
+    assert caught.value.status == 400
+    assert [d.field for d in caught.value.details] == [field]
+
+
+def test_numbers_within_the_bounds_and_deep_payloads_at_the_limit_are_taken() -> None:
+    service = IngestService(None, max_payload_bytes=256 * 1024)  # type: ignore[arg-type]
+    for payload in (
+        b'{"n": 1.7976931348623157e308, "m": -1e308, "t": 1e-9999, "i": ' + b"9" * 100 + b"}",
+        b'{"d": ' + b"[" * 127 + b"]" * 127 + b', "s": "' + b"[" * 500 + b'"}',  # brackets in a string do not nest
+        b'{"s": "' + "\uffff".encode() * 40_000 + b'"}',  # 240,000 bytes once escaped
+    ):
+        service.parse_event(b'{"event_type": "t", "payload": ' + payload + b"}")
