@@ -20,10 +20,12 @@ from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
 from inbox_api.store import InboxStore
 from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
+from shared.body import BodyDeadlines
 from shared.decoding import decode_json, require_json
-from shared.errors import NotFound
+from shared.errors import NotFound, RateLimited
 from shared.http import (
     EXCEPTION_HANDLERS,
+    STATE_EXTRA_HEADERS,
     client_address,
     health_handlers,
     json_answer,
@@ -36,9 +38,11 @@ from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, Scope
 from shared.logging import configure_logging
 from shared.openapi import openapi_handler
-from shared.settings import Settings, get_settings
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings, get_settings, inbox_cursor_secret
 
 _ack_decoder = msgspec.json.Decoder(AckIn)
+MAX_ACK_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,9 @@ class InboxContext:
     acks: Acknowledger
     cursors: CursorCodec
     events_table: str
+    limiter: RateLimiter
+    requests_per_minute: int
+    bodies: BodyDeadlines
 
 
 def _context(request: Request[Any, Any, Any]) -> InboxContext:
@@ -65,8 +72,18 @@ async def _account(request: Request[Any, Any, Any], query: frozenset[str] = froz
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
     key = await context.auth.authenticate(request.headers.get("authorization"), Scope.INBOX, client)
+    _take_token(request, context, key)
     refuse_unknown_query(request.scope, query)
     return key
+
+
+def _take_token(request: Request[Any, Any, Any], context: InboxContext, key: KeyRecord) -> None:
+    """One token per request, whatever it answers: a page of S shards reads up to S x 201
+    items, so requests are what costs. The rate headers go on every authenticated answer."""
+    decision = context.limiter.take(key.key_id, context.requests_per_minute)
+    request.scope["state"][STATE_EXTRA_HEADERS] = decision.headers()
+    if not decision.allowed:
+        raise RateLimited(decision.retry_after_s)
 
 
 @get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
@@ -116,7 +133,10 @@ async def ack_event(request: Request[Any, Any, Any], event_id: str) -> None:
 async def ack_many(request: Request[Any, Any, Any]) -> AckOut:
     key = await _account(request)
     require_json(request.headers.get("content-type"))
-    body = decode_json(_ack_decoder, await request.body())
+    raw = await _context(request).bodies.read(
+        request.receive, request.headers.get("content-length"), MAX_ACK_BODY_BYTES
+    )
+    body = decode_json(_ack_decoder, raw)
     ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
     outcomes = await _context(request).acks.ack(key.account_id, [i for i in ids if is_event_id(i)])
     found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
@@ -132,22 +152,31 @@ def _lifespan(settings: Settings) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_clients(settings) as clients:
+            bodies = BodyDeadlines(settings.body_timeout_s)
+            await bodies.start()
             app.state.inbox = InboxContext(
                 clients=clients,
                 auth=build_authenticator(settings, DynamoKeyStore(clients.dynamodb, settings.keys_table)),
                 proxy_hops=settings.trusted_proxy_hops,
                 store=InboxStore(clients.dynamodb, settings),
                 acks=Acknowledger(clients.dynamodb, settings),
-                cursors=CursorCodec(settings.cursor_secret),
+                cursors=CursorCodec(inbox_cursor_secret(settings)),
                 events_table=settings.events_table,
+                limiter=RateLimiter(share=1 / settings.inbox_instances),
+                requests_per_minute=settings.inbox_requests_per_minute,
+                bodies=bodies,
             )
-            yield
+            try:
+                yield
+            finally:
+                await bodies.close()
 
     return lifespan
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
+    inbox_cursor_secret(settings)  # refuse to start without one outside local use
     configure_logging(settings.log_level, json=settings.log_json)
     app = Litestar(
         route_handlers=[
@@ -161,7 +190,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan(settings)],
         on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=64 * 1024,
+        request_max_body_size=MAX_ACK_BODY_BYTES,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
     )

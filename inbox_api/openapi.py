@@ -43,7 +43,7 @@ OPERATIONS = [
             _query("event_type", {"type": "string", "minLength": 1, "maxLength": 255}, "Only this type."),
             _query("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}, "Oldest or newest first."),
         ],
-        errors=(400, 503),
+        errors=(400, 429, 503),
     ),
     Operation(
         "get",
@@ -54,7 +54,7 @@ OPERATIONS = [
         EventOut,
         _EVENT,
         parameters=[_EVENT_ID],
-        errors=(404, 503),
+        errors=(404, 429, 503),
     ),
     Operation(
         "delete",
@@ -64,7 +64,7 @@ OPERATIONS = [
         204,
         None,
         parameters=[_EVENT_ID],
-        errors=(404, 503),
+        errors=(404, 429, 503),
     ),
     Operation(
         "post",
@@ -76,7 +76,7 @@ OPERATIONS = [
         {"acknowledged": ["01M8JTAJRHMRRAVC3GCG0R0A61"], "not_found": []},
         body_schema=AckIn,
         body_example={"event_ids": ["01M8JTAJRHMRRAVC3GCG0R0A61"]},
-        errors=(400, 413, 415, 503),
+        errors=(400, 413, 415, 429, 503),
     ),
     *health_operations(VERSION, "DynamoDB"),
 ]

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import Forbidden, KeyNotFound, RateLimited, ServiceUnavailable, Unauthenticated
 from shared.key_store import KeyStore
-from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, hash_secret, parse_key
+from shared.keys import KeyRecord, KeyStatus, ParsedKey, Scope, check_secret, hash_secret, parse_key
 from shared.metrics import KEY_CACHE
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings
@@ -66,13 +66,14 @@ class Authenticator:
     async def authenticate(self, authorization: str | None, scope: Scope, client: str = "") -> KeyRecord:
         """The key's record if ``authorization`` carries a valid key allowed ``scope``.
 
-        A ``client`` that failed too often lately is refused (429) before any check.
+        The verified-key cache comes first: a key this process verified is served whatever
+        its client's address did, so one bad client behind a shared address (a NAT, a
+        corporate proxy) cannot lock out keys already in use there. Only a key not in the
+        cache faces the lock-out: a ``client`` that failed too often lately gets 429 before
+        any lookup or bcrypt. Every malformed, unknown or wrong key counts as a failure.
         """
-        wait_s = self._failures.blocked_for(client, self._failures_per_minute) if client else 0
-        if wait_s:
-            raise RateLimited(wait_s)
         try:
-            record = await self._verify(_bearer_token(authorization))
+            record = await self._verify(_bearer_token(authorization), client)
         except Unauthenticated:
             if client:
                 self._failures.take(client, self._failures_per_minute)
@@ -83,7 +84,7 @@ class Authenticator:
             raise Forbidden(f"This API key lacks the '{scope.value}' scope.")
         return record
 
-    async def _verify(self, key: str) -> KeyRecord:
+    async def _verify(self, key: str, client: str) -> KeyRecord:
         fingerprint = hashlib.sha256(key.encode()).digest()
         entry = self._cache.get(fingerprint)
         if entry is not None and entry.expires_at > self._clock():
@@ -91,13 +92,22 @@ class Authenticator:
             _CACHE_HIT.inc()
             return entry.record
         _CACHE_MISS.inc()
+        # An expired entry still proves the caller holds a key verified here (same sha256):
+        # its refresh is one read, no bcrypt unless the hash changed, so it skips the lock-out.
+        if entry is None and client:
+            wait_s = self._failures.blocked_for(client, self._failures_per_minute)
+            if wait_s:
+                raise RateLimited(wait_s)
+        parsed = parse_key(key)
+        if parsed is None:  # checked before any lookup or bcrypt: the shape is cheap
+            raise Unauthenticated("The API key is malformed.")
         pending = self._pending.get(fingerprint)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[KeyRecord] = asyncio.get_running_loop().create_future()
         self._pending[fingerprint] = future
         try:
-            record = await self._load(key, entry)
+            record = await self._load(parsed, entry)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters may be none
@@ -109,10 +119,7 @@ class Authenticator:
         finally:
             del self._pending[fingerprint]
 
-    async def _load(self, key: str, previous: _Entry | None) -> KeyRecord:
-        parsed = parse_key(key)
-        if parsed is None:
-            raise Unauthenticated("The API key is malformed.")
+    async def _load(self, parsed: ParsedKey, previous: _Entry | None) -> KeyRecord:
         try:
             record = await self._store.get(parsed.key_id)
         except KeyNotFound:

@@ -22,7 +22,7 @@ from shared.key_admin import check_account_id, create_key, new_account_id
 from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope
 from shared.resources import ensure_resources
-from shared.settings import Settings, field_docs, get_settings
+from shared.settings import Settings, field_docs, get_settings, inbox_cursor_secret
 from shared.storage.migrate import migrate_counters
 
 T = TypeVar("T")
@@ -81,26 +81,44 @@ def run() -> None:
     """Run one part of the pipeline in the foreground."""
 
 
-def _serve(factory: str, port: int | None, default_port: int, workers: int) -> None:
+ADMIN_PORT_OFFSET = 1000  # default admin port: the public port + this (8000 -> 9000)
+
+
+def _serve(factory: str, port: int | None, default_port: int, workers: int, admin_port: int | None) -> None:
     from shared import serving  # imports granian: only the commands that serve pay for it
 
-    serving.serve(factory, get_settings().host, port or default_port, workers)
+    settings = get_settings()
+    public = port or default_port
+    if admin_port is None:
+        admin_port = settings.admin_port if settings.admin_port is not None else public + ADMIN_PORT_OFFSET
+    # The server workers read it from the environment they inherit (shared/http.py).
+    os.environ["TRIGGERS_ADMIN_PORT"] = str(admin_port)
+    get_settings.cache_clear()
+    serving.serve(factory, settings.host, public, workers)
+
+
+_ADMIN_PORT_HELP = (
+    "Port of /metrics, /ready, /status, not for the public (default TRIGGERS_ADMIN_PORT, else port + 1000; 0: none)."
+)
 
 
 @run.command("ingest")
 @click.option("--port", type=int, help="Port (default TRIGGERS_INGEST_PORT).")
+@click.option("--admin-port", type=click.IntRange(0, 65535), help=_ADMIN_PORT_HELP)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Server processes.")
-def run_ingest(port: int | None, workers: int) -> None:
+def run_ingest(port: int | None, admin_port: int | None, workers: int) -> None:
     """The ingest API (POST /events, POST /events/batch)."""
-    _serve("ingest_api.app:create_app", port, get_settings().ingest_port, workers)
+    _serve("ingest_api.app:create_app", port, get_settings().ingest_port, workers, admin_port)
 
 
 @run.command("inbox")
 @click.option("--port", type=int, help="Port (default TRIGGERS_INBOX_PORT).")
+@click.option("--admin-port", type=click.IntRange(0, 65535), help=_ADMIN_PORT_HELP)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Server processes.")
-def run_inbox(port: int | None, workers: int) -> None:
+def run_inbox(port: int | None, admin_port: int | None, workers: int) -> None:
     """The inbox API (GET /inbox, GET/DELETE /events/{id}, POST /inbox/ack)."""
-    _serve("inbox_api.app:create_app", port, get_settings().inbox_port, workers)
+    inbox_cursor_secret(get_settings())  # a clear message before any server process starts
+    _serve("inbox_api.app:create_app", port, get_settings().inbox_port, workers, admin_port)
 
 
 @run.command("writer")
@@ -158,8 +176,9 @@ def up(moto_port: int | None) -> None:
             # the edge waits longer to pack more events a message (measured: p99 lag 1.8 s
             # at 200 events/s with 4 ms, 0.12 s with 25 ms; see bench/writer.py).
             env["TRIGGERS_ENQUEUE_LINGER_MS"] = str(EMBEDDED_LINGER_MS)
+        admin = {"ingest": _admin_port(settings.ingest_port), "inbox": _admin_port(settings.inbox_port)}
         services = [
-            processes.spawn([sys.executable, "-m", "shared.cli", "run", part], env)
+            processes.spawn([sys.executable, "-m", "shared.cli", "run", part, *admin.get(part, [])], env)
             for part in ("ingest", "inbox", "writer")
         ]
         children[:0] = services  # services stop before the endpoint they use
@@ -171,6 +190,11 @@ def up(moto_port: int | None) -> None:
         processes.stop(children)
         embedded.clear_embedded_endpoint()
     sys.exit(code)
+
+
+def _admin_port(public_port: int) -> list[str]:
+    """Each service its own admin port, whatever TRIGGERS_ADMIN_PORT says (one value for two)."""
+    return ["--admin-port", str(public_port + ADMIN_PORT_OFFSET)]
 
 
 async def _prepare(settings: Settings, clients: AwsClients) -> str:
@@ -189,6 +213,8 @@ async def _prepare(settings: Settings, clients: AwsClients) -> str:
 def _print_tour(settings: Settings, key: str) -> None:
     ingest = f"http://{settings.host}:{settings.ingest_port}"
     inbox = f"http://{settings.host}:{settings.inbox_port}"
+    admin_ingest = f"http://{settings.host}:{settings.ingest_port + ADMIN_PORT_OFFSET}"
+    admin_inbox = f"http://{settings.host}:{settings.inbox_port + ADMIN_PORT_OFFSET}"
     auth = f'-H "Authorization: Bearer {key}"'
     click.echo(
         f"""
@@ -203,6 +229,9 @@ Send an event:
 Read the inbox, then acknowledge an event:
   curl -s {inbox}/inbox {auth}
   curl -s -X DELETE {inbox}/events/EVENT_ID {auth}
+
+Metrics and readiness (admin ports, never behind the public listener):
+  curl -s {admin_ingest}/metrics    curl -s {admin_inbox}/ready
 
 Ctrl-C stops everything.
 """,

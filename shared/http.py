@@ -1,4 +1,5 @@
-"""What both HTTP services share: error mapping, request ids, the canonical log line, health.
+"""What both HTTP services share: error mapping, request ids, the canonical log line, health
+(/status here, /ready and /metrics on the admin listener, shared/admin.py).
 
 Errors are mapped to HTTP here and nowhere else. Every response carries ``X-Request-ID``;
 every error body has the contract's shape.
@@ -23,10 +24,12 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from shared import processes
+from shared.admin import AdminServer, Answer
 from shared.errors import AppError, ErrorDetail, ValidationError
 from shared.gc_tuning import tune_gc
 from shared.ids import sanitize_request_id
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
+from shared.settings import get_settings
 
 log = structlog.get_logger()
 
@@ -178,10 +181,25 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 }
 
 
+# Methods outside this set (anything a client makes up) share one label value: each new
+# value would add a series to every scrape, so a client could grow the registry at will.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+
+
 @functools.cache
 def _requests_counter(method: str, status: int) -> Any:
-    """The counter child of one (method, status): looked up once, not per request."""
+    """The counter child of one (method, status): looked up once, not per request.
+
+    ``method`` is already folded (``_method_label``) and ``status`` is one the app answers
+    with, so this cache and the registry stay small whatever clients send. Paths are not a
+    label: an unrouted path cannot add a series either.
+    """
     return HTTP_REQUESTS.labels(method, str(status))
+
+
+def _method_label(method: str) -> str:
+    return method if method in _KNOWN_METHODS else OTHER_METHOD
 
 
 def request_context_middleware(app: ASGIApp) -> ASGIApp:
@@ -215,7 +233,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send_with_headers)
         finally:
             elapsed = time.perf_counter() - started
-            _requests_counter(scope.get("method", ""), status).inc()
+            _requests_counter(_method_label(scope.get("method", "")), status).inc()
             HTTP_SECONDS.observe(elapsed)
             log.info(
                 "request",
@@ -229,12 +247,22 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
 
 
 def with_request_context(app: Litestar) -> Litestar:
-    """Put ``request_context_middleware`` around the whole app, routing included.
+    """Put ``request_context_middleware`` around the whole app, routing included, and give
+    the app its admin listener (shared/admin.py: /metrics, /ready, /status).
 
     In Litestar's ``middleware=`` list it would wrap matched routes only, so a 404 or 405
     for an unknown path would go out without X-Request-ID and without a log line.
     """
     app.asgi_handler = request_context_middleware(app.asgi_handler)
+    ready_check = _ready_check_of(app)
+    if ready_check is not None:
+        admin = _admin_server(app, ready_check)
+
+        async def start_admin() -> None:
+            await _start_admin(admin)
+
+        app.on_startup.append(start_admin)
+        app.on_shutdown.append(admin.close)
     return app
 
 
@@ -259,27 +287,69 @@ def worker_startup(app: Litestar) -> None:
     processes.die_with_parent()
 
 
-def health_handlers(ready_check: Callable[[Litestar], Awaitable[None]]) -> list[Any]:
-    """GET /status (no dependency touched) and GET /ready (checks the AWS dependencies)."""
+ReadyCheck = Callable[[Litestar], Awaitable[None]]
+_OPT_READY_CHECK = "triggers_ready_check"
+
+
+def health_handlers(ready_check: ReadyCheck) -> list[Any]:
+    """GET /status on the public listener (no dependency touched).
+
+    ``ready_check`` (the AWS dependencies) is what GET /ready on the admin listener runs;
+    it rides on the route's ``opt`` so that ``with_request_context`` finds it.
+    """
     started = time.monotonic()
 
-    @get("/status", sync_to_thread=False, tags=["health"], summary="Liveness; touches nothing")
+    @get(
+        "/status",
+        sync_to_thread=False,
+        tags=["health"],
+        summary="Liveness; touches nothing",
+        opt={_OPT_READY_CHECK: ready_check},
+    )
     def status() -> Status:
         return Status("ok", VERSION, round(time.monotonic() - started, 3))
 
-    @get("/ready", tags=["health"], summary="Readiness; 503 when AWS cannot be reached")
-    async def ready(request: Request[Any, Any, Any]) -> Response[Status]:
+    return [status]
+
+
+def _ready_check_of(app: Litestar) -> ReadyCheck | None:
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            check: ReadyCheck | None = handler.opt.get(_OPT_READY_CHECK)
+            if check is not None:
+                return check
+    return None
+
+
+_status_encoder = msgspec.json.Encoder()
+
+
+def _admin_server(app: Litestar, ready_check: ReadyCheck) -> AdminServer:
+    started = time.monotonic()
+
+    def status_body(state: str) -> bytes:
+        return _status_encoder.encode(Status(state, VERSION, round(time.monotonic() - started, 3)))
+
+    async def status() -> Answer:
+        return Answer(200, status_body("ok"))
+
+    async def ready() -> Answer:
         try:
-            await ready_check(request.app)
+            await ready_check(app)
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
             log.warning("not_ready", error=type(exc).__name__)
-            body = Status("unavailable", VERSION, round(time.monotonic() - started, 3))
-            return Response(body, status_code=503, headers={"Retry-After": "1"})
-        return Response(Status("ok", VERSION, round(time.monotonic() - started, 3)))
+            return Answer(503, status_body("unavailable"), headers={"Retry-After": "1"})
+        return Answer(200, status_body("ok"))
 
-    @get("/metrics", sync_to_thread=False, include_in_schema=False)
-    def metrics() -> Response[bytes]:
+    async def metrics() -> Answer:
         body, content_type = exposition()
-        return Response(body, media_type=content_type)
+        return Answer(200, body, content_type)
 
-    return [status, ready, metrics]
+    return AdminServer({"/status": status, "/ready": ready, "/metrics": metrics})
+
+
+async def _start_admin(admin: AdminServer) -> None:
+    """Listen on TRIGGERS_ADMIN_PORT (set by `triggers run`); unset or 0: no admin listener."""
+    settings = get_settings()
+    if settings.admin_port:
+        await admin.start(settings.host, settings.admin_port)

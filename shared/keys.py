@@ -17,6 +17,11 @@ KEY_PREFIX = "trg_"
 _KEY_ID_HEX = 16
 _SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 _HEX = frozenset("0123456789abcdef")
+# token_urlsafe's alphabet. A secret of 43 of these is 43 bytes, within bcrypt's 72-byte
+# input limit: bcrypt >= 5 raises on longer input (which would be a 500), older versions
+# silently truncate it. So the shape is checked here, before any lookup or bcrypt.
+_SECRET_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+BCRYPT_MAX_BYTES = 72
 
 
 class Scope(enum.StrEnum):
@@ -56,9 +61,10 @@ def parse_key(value: str) -> ParsedKey | None:
         return None
     key_id = value[len(KEY_PREFIX) : len(KEY_PREFIX) + _KEY_ID_HEX]
     separator = value[len(KEY_PREFIX) + _KEY_ID_HEX]
-    if separator != "_" or not _HEX.issuperset(key_id):
+    secret = value[len(KEY_PREFIX) + _KEY_ID_HEX + 1 :]
+    if separator != "_" or not _HEX.issuperset(key_id) or not _SECRET_ALPHABET.issuperset(secret):
         return None
-    return ParsedKey(key_id=key_id, secret=value[len(KEY_PREFIX) + _KEY_ID_HEX + 1 :])
+    return ParsedKey(key_id=key_id, secret=secret)
 
 
 def generate_key() -> tuple[str, ParsedKey]:
@@ -72,4 +78,8 @@ def hash_secret(secret: str, rounds: int) -> str:
 
 
 def check_secret(secret: str, secret_hash: str) -> bool:
-    return bcrypt.checkpw(secret.encode(), secret_hash.encode())
+    """Whether ``secret`` matches; False (never an exception) for input bcrypt refuses."""
+    encoded = secret.encode()
+    if len(encoded) > BCRYPT_MAX_BYTES:  # parse_key never lets one through; kept as a guard
+        return False
+    return bcrypt.checkpw(encoded, secret_hash.encode())

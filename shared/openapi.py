@@ -110,22 +110,16 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def health_operations(version: str, dependency: str) -> list[Operation]:
-    """GET /status and GET /ready, as every service serves them (shared/http.py)."""
+    """GET /status, as every service serves it on its public listener (shared/http.py).
+
+    GET /ready ({dependency} reachable) and GET /metrics are on the admin listener only
+    (shared/admin.py), so they are not part of the public document.
+    """
+    del dependency  # named by the callers for /ready, which is no longer public
     example = {"status": "ok", "version": version, "uptime_seconds": 12.5}
     return [
         Operation(
             "get", "/status", "Liveness; touches no dependency", "health", 200, Status, example, authenticated=False
-        ),
-        Operation(
-            "get",
-            "/ready",
-            f"Readiness: {dependency} reachable",
-            "health",
-            200,
-            Status,
-            example,
-            authenticated=False,
-            extra_ok={503: (f"{dependency} unreachable.", Status, {**example, "status": "unavailable"})},
         ),
     ]
 

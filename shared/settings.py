@@ -7,8 +7,10 @@ environment only: there is no settings file to drift from what the process reall
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -165,15 +167,40 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     cursor_secret: Annotated[
         str,
         _doc(
-            "HMAC secret that signs inbox cursors. Set the same value on every inbox instance; "
-            "the default is for local use only."
+            "HMAC secret that signs inbox cursors (16 characters or more). Set the same value on "
+            "every inbox instance. Unset, the inbox starts only against a local AWS endpoint "
+            "(loopback address), with a public default."
         ),
-    ] = "local-development-cursor-secret"  # noqa: S105 - documented local default
+    ] = ""
+    inbox_requests_per_minute: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description=(
+                "Requests per minute one key may make to the inbox (token bucket, burst the same); "
+                "every authenticated answer carries X-RateLimit-* headers, 429 beyond it."
+            ),
+        ),
+    ] = 1200
+    inbox_instances: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1, description="How many inbox instances share each key's inbox limit (each allows limit / instances)."
+        ),
+    ] = 1
 
     # --- HTTP and logging ------------------------------------------------------------------
     host: Annotated[str, _doc("Address the HTTP services bind to.")] = "127.0.0.1"
     ingest_port: Annotated[int, _doc("Port of the ingest API.")] = 8000
     inbox_port: Annotated[int, _doc("Port of the inbox API.")] = 8001
+    admin_port: Annotated[
+        int | None,
+        _doc(
+            "Port of this HTTP service's /metrics, /ready and /status, apart from the public "
+            "listener (the load balancer must not route it). `triggers run ingest|inbox` sets it "
+            "from --admin-port, default the service's port + 1000; 0: none."
+        ),
+    ] = None
     log_level: Annotated[str, _doc("Lowest log level written (DEBUG, INFO, WARNING...).")] = "INFO"
     log_json: Annotated[bool, _doc("JSON log lines (true) or human-readable console (false).")] = True
 
@@ -207,6 +234,47 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def legacy_counters_table(self) -> str:
         """The counters table of versions before the shard sort key (one item per shard)."""
         return f"{self.resource_prefix}-counters"
+
+
+# Signs cursors only where every endpoint is on this machine: published in the source, it
+# would let anyone forge cursors of a real deployment.
+LOCAL_CURSOR_SECRET = "local-development-cursor-secret"  # noqa: S105 - documented local default
+MIN_CURSOR_SECRET_CHARS = 16
+
+
+def is_local_endpoint(url: str | None) -> bool:
+    """Whether ``url`` names this machine (loopback); None (real AWS) is not local."""
+    if not url:
+        return False
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def inbox_cursor_secret(settings: Settings) -> str:
+    """The secret the inbox signs cursors with; SystemExit when a deployment lacks one.
+
+    A random per-process secret would let the inbox start, but a cursor made by one
+    instance would be refused by the others (and by itself after a restart): refusing to
+    start says what is wrong at once.
+    """
+    secret = settings.cursor_secret
+    if secret and secret != LOCAL_CURSOR_SECRET:
+        if len(secret) < MIN_CURSOR_SECRET_CHARS:
+            raise SystemExit(
+                f"invalid configuration: TRIGGERS_CURSOR_SECRET needs {MIN_CURSOR_SECRET_CHARS} characters or more"
+            )
+        return secret
+    if is_local_endpoint(settings.dynamodb_endpoint_url or settings.aws_endpoint_url):
+        return LOCAL_CURSOR_SECRET
+    raise SystemExit(
+        "invalid configuration: set TRIGGERS_CURSOR_SECRET (the same random value on every inbox "
+        "instance); only a local AWS endpoint may run without one"
+    )
 
 
 def field_docs() -> list[tuple[str, str, str]]:

@@ -75,6 +75,8 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
         "TRIGGERS_LOG_LEVEL": "INFO",
         # Many tests send bad keys from this one address on purpose.
         "TRIGGERS_AUTH_FAILURES_PER_MINUTE": "10000",
+        # Tests poll the inbox in tight loops (wait_until); tests/e2e/test_auth.py checks the limit.
+        "TRIGGERS_INBOX_REQUESTS_PER_MINUTE": "1000000",
     }
     settings = settings_from_env(env)
     init_resources(settings)
@@ -134,19 +136,22 @@ def run_triggers(stack: Stack, *args: str, check: bool = True) -> subprocess.Com
 class Service:
     url: str
     process: subprocess.Popen[bytes]
+    admin_url: str = ""  # /metrics, /ready, /status of an HTTP service, apart from the public port
 
 
 def start_service(stack: Stack, part: str, extra_env: dict[str, str] | None = None) -> Service:
     port = processes.free_port()
+    admin_port = processes.free_port()
     args = [sys.executable, "-m", "shared.cli", "run", part]
     if part != "writer":
-        args += ["--port", str(port)]
+        args += ["--port", str(port), "--admin-port", str(admin_port)]
     log = (stack.logs / f"{part}-{port}.log").open("ab")
     process = processes.spawn(args, {**stack.env, **(extra_env or {})}, output=log)
     log.close()  # the child holds its own descriptor
     url = f"http://127.0.0.1:{port}"
     if part != "writer":
         processes.wait_http(f"{url}/status", SERVICE_START_TIMEOUT_S, process)
+        return Service(url, process, f"http://127.0.0.1:{admin_port}")
     return Service(url, process)
 
 

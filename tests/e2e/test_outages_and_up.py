@@ -55,7 +55,7 @@ def test_sqs_unreachable_gives_503_with_retry_after_never_2xx(
         batch = http.post(f"{ingest.url}/events/batch", json={"events": [event, event]}, headers=key.headers)
         assert batch.status_code in (207, 503)
         assert all("error" in r for r in batch.json().get("results", [{"error": {}}]))
-        assert http.get(f"{ingest.url}/ready").status_code == 503
+        assert http.get(f"{ingest.admin_url}/ready").status_code == 503
         assert http.get(f"{ingest.url}/status").status_code == 200
     finally:
         processes.stop([ingest.process])

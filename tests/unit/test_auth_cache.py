@@ -147,3 +147,45 @@ async def test_a_client_that_keeps_failing_is_refused_before_any_check(bcrypt_ca
     assert len(bcrypt_calls) == checks  # refused without spending a bcrypt check
     # Another client is not affected, and successes cost nothing.
     assert (await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="10.0.0.2")).account_id == "acc"
+
+
+async def test_a_verified_key_passes_a_locked_out_client_and_an_unverified_one_does_not(
+    bcrypt_calls: list[str],
+) -> None:
+    store, clock = FakeStore(), Clock()
+    verified, newcomer = make(store), make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=2, clock=clock)
+    await auth.authenticate(f"Bearer {verified}", Scope.INGEST, client="nat")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate("Bearer trg_0123456789abcdef_" + "x" * 43, Scope.INGEST, client="nat")
+    with pytest.raises(RateLimited):
+        await auth.authenticate(f"Bearer {newcomer}", Scope.INGEST, client="nat")
+    assert (await auth.authenticate(f"Bearer {verified}", Scope.INGEST, client="nat")).account_id == "acc"
+    clock.now = 31  # past the TTL: a refresh (one read, no bcrypt) is not a guess either
+    assert (await auth.authenticate(f"Bearer {verified}", Scope.INGEST, client="nat")).account_id == "acc"
+    assert len(bcrypt_calls) == 3  # the verified key once, the two guesses; none for the refused
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["\u00e9" * 43, "\U0001f600" * 43, "!" * 43, "a" * 42 + "\u00e9", "\x00" * 43],
+    ids=["latin1", "astral", "punctuation", "one-non-ascii", "nul"],
+)
+async def test_a_secret_outside_the_key_alphabet_is_malformed_and_counted(bcrypt_calls: list[str], secret: str) -> None:
+    store = FakeStore()
+    key = make(store)
+    key_id = key.split("_")[1]
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=1)
+    with pytest.raises(Unauthenticated, match="malformed"):
+        await auth.authenticate(f"Bearer trg_{key_id}_{secret}", Scope.INGEST, client="c")
+    with pytest.raises(RateLimited):  # the one failure allowed was spent
+        await auth.authenticate(f"Bearer trg_{key_id}_{secret}", Scope.INGEST, client="c")
+    assert bcrypt_calls == []
+    assert store.reads == 0  # refused on its shape: no lookup either
+
+
+def test_check_secret_never_raises_on_input_bcrypt_refuses() -> None:
+    secret_hash = hash_secret("x" * 43, 4)
+    assert check_secret("\u00e9" * 43, secret_hash) is False
+    assert check_secret("x" * 43, secret_hash) is True
