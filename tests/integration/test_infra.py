@@ -131,7 +131,8 @@ def test_the_public_listener_is_https_and_plain_http_only_redirects() -> None:
     listeners = _of_type(resources, "AWS::ElasticLoadBalancingV2::Listener")
     https = [p for p in listeners.values() if p["Protocol"] == "HTTPS"]
     plain = [p for p in listeners.values() if p["Protocol"] == "HTTP"]
-    assert len(https) == 1 and len(plain) == 1, listeners
+    assert len(https) == 1, listeners
+    assert len(plain) == 1, listeners
     assert https[0]["Port"] == 443
     assert https[0]["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
     assert https[0]["SslPolicy"] == {"Ref": "SslPolicy"}
