@@ -100,15 +100,15 @@ async def get_inbox(
     after = context.cursors.decode(cursor, query) if cursor is not None else None
     counting = asyncio.ensure_future(context.store.count(key.account_id, event_type))  # beside the page
     try:
-        events, has_more = await context.store.page(key.account_id, event_type, order == "desc", limit, after)
+        page = await context.store.page_from(key.account_id, event_type, order == "desc", limit, after)
     except BaseException:
         counting.cancel()
         raise
     total = await counting
     next_cursor = None
-    if has_more and events:
-        next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=events[-1].event_id))
-    return json_answer(InboxPage([event_out(e) for e in events], next_cursor, has_more, total))
+    if page.has_more and page.after is not None:  # the position after the last event returned
+        next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=page.after))
+    return json_answer(InboxPage([event_out(e) for e in page.events], next_cursor, page.has_more, total))
 
 
 @get("/events/{event_id:str}", tags=["inbox"], summary="One event of the account, delivered or not")

@@ -1,9 +1,16 @@
 """Opaque, tamper-evident inbox cursors.
 
 A cursor is ``base64url(state).base64url(hmac)``. The state names the account, the filter
-and the order it was made for, and the last event id of its page; the HMAC (secret shared by
-all inbox instances) makes any change detectable. A cursor used by another account, with
-another filter or order, altered, truncated or malformed is refused with 400.
+and the order it was made for, and the inbox position of the last event of its page; the
+HMAC (secret shared by all inbox instances) makes any change detectable. A cursor used by
+another account, with another filter or order, altered, truncated or malformed is refused
+with 400.
+
+Cursors of 0.2 held the last event id instead (``position`` false). They are still accepted:
+the id's time of receipt, moved back by ``LEGACY_CURSOR_ALLOWANCE_US`` (forward by it for
+``desc``), becomes the position. Every event a 0.2 cursor had not yet passed was received
+after that time, and so was stored after it: continuing there may repeat a few events the
+consumer already had, and skips none (docs/api.md).
 """
 
 from __future__ import annotations
@@ -16,16 +23,25 @@ import hmac
 import msgspec
 
 from shared.errors import InvalidCursor
+from shared.ids import is_event_id
+from shared.storage.layout import POSITION_STAMP_DIGITS
 
 MAX_CURSOR_LENGTH = 2048
 _MAC_BYTES = 16
+# How far a 0.2 cursor's time of receipt is moved to become a position: more than the clock
+# differences between edges and writers plus the time an event takes to be stored.
+LEGACY_CURSOR_ALLOWANCE_US = 60 * 1_000_000
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ID_RANDOM_BITS = 80
 
 
 class CursorState(msgspec.Struct, array_like=True, frozen=True):
     account_id: str
     event_type: str | None
     order: str
-    after: str
+    after: str  # an inbox position; a 0.2 cursor: an event id
+    # Added in 0.3 (array_like: a 0.2 cursor decodes with the default).
+    position: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -48,11 +64,11 @@ class CursorCodec:
         return hmac.new(self._key, data, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def encode(self, state: CursorState) -> str:
-        data = _encoder.encode(state)
+        data = _encoder.encode(msgspec.structs.replace(state, position=True))
         return f"{_b64(data)}.{_b64(self._mac(data))}"
 
     def decode(self, token: str, expected: CursorState) -> str:
-        """The ``after`` event id of a genuine cursor made for exactly this query."""
+        """The ``after`` position of a genuine cursor made for exactly this query."""
         if len(token) > MAX_CURSOR_LENGTH or token.count(".") != 1:
             raise InvalidCursor("The cursor is malformed; start again without one.")
         data_part, mac_part = token.split(".")
@@ -62,11 +78,31 @@ class CursorCodec:
             raise InvalidCursor("The cursor is malformed; start again without one.") from None
         if not hmac.compare_digest(mac, self._mac(data)):
             raise InvalidCursor("The cursor is not valid; start again without one.")
-        state = _decoder.decode(data)
+        try:
+            state = _decoder.decode(data)
+        except msgspec.DecodeError:  # signed by us, yet unreadable: another release's layout
+            raise InvalidCursor("The cursor is not valid; start again without one.") from None
         if (state.account_id, state.event_type, state.order) != (
             expected.account_id,
             expected.event_type,
             expected.order,
         ):
             raise InvalidCursor("The cursor belongs to another query (filter or order changed).")
-        return state.after
+        if state.position:
+            return state.after
+        return legacy_position(state.after, descending=state.order == "desc")
+
+
+def legacy_position(event_id: str, *, descending: bool) -> str:
+    """The position a 0.2 cursor (the last event id it returned) continues from."""
+    if not is_event_id(event_id):
+        raise InvalidCursor("The cursor is not valid; start again without one.")
+    value = 0
+    for char in event_id:
+        value = value * 32 + _CROCKFORD.index(char)
+    received_us = (value >> _ID_RANDOM_BITS) * 1000
+    if descending:  # continue below: everything received up to its millisecond, and more
+        stamp_us = received_us + 1000 + LEGACY_CURSOR_ALLOWANCE_US
+    else:
+        stamp_us = max(0, received_us - LEGACY_CURSOR_ALLOWANCE_US)
+    return f"{stamp_us:0{POSITION_STAMP_DIGITS}d}"

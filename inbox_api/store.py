@@ -1,7 +1,8 @@
 """Reads of the inbox, on the data model of ``shared.storage.layout``.
 
-No request path scans: a page is one Query on a sparse index per inbox shard, a count is one
-consistent Query of the counter's shards, an event is one consistent GetItem.
+No request path scans: a page is one Query on a sparse index per inbox shard (a few more when
+DynamoDB's 1 MB per answer cuts them short, at most ``S + PAGE_EXTRA_QUERIES`` in all), a
+count is one consistent Query of the counter's shards, an event is one consistent GetItem.
 Acknowledgements: acks.py.
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
-from typing import Any
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import msgspec
 from types_aiobotocore_dynamodb import DynamoDBClient
@@ -19,7 +23,25 @@ from shared.errors import NotFound
 from shared.lean_aws import call_decoded
 from shared.settings import Settings
 from shared.storage.attributes import BoolValue, NumberValue, StringValue
-from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX, counter_id, inbox_pk, inbox_type_pk
+from shared.storage.layout import (
+    INBOX_BY_TYPE_POS_INDEX,
+    INBOX_POS_INDEX,
+    POSITION_STAMP_DIGITS,
+    counter_id,
+    inbox_pk,
+    inbox_type_pk,
+)
+
+# Queries one page may make beyond its first one per shard, following answers that DynamoDB
+# cut at 1 MB (or a shard that holds more than its share). So a page reads at most
+# (S + PAGE_EXTRA_QUERIES) MB, whatever the event sizes; a page that runs out of them ends
+# early, with has_more and a cursor after its last event.
+PAGE_EXTRA_QUERIES = 4
+# A position sorts below every position that follows ``p`` when written ``p + _SUCCESSOR``
+# (positions are digits and Crockford letters), and every position stamped at or before a
+# time t sorts below ``f"{t:016d}" + _ABOVE``.
+_SUCCESSOR = " "
+_ABOVE = "~"
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
@@ -29,6 +51,7 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field 
     received_at_us: int
     delivered: bool
     delivered_at_us: int | None
+    position: str | None = None  # its inbox position while undelivered (0.2 items: none until migrated)
 
 
 # The items and answers the hot reads get back, typed so msgspec decodes them straight from
@@ -40,6 +63,7 @@ class _EventItem(msgspec.Struct, frozen=True, gc=False):
     received_at_us: NumberValue
     delivered: BoolValue | None = None
     delivered_at_us: NumberValue | None = None
+    inbox_pos: StringValue | None = None
 
     def event(self) -> StoredEvent:
         return StoredEvent(
@@ -49,11 +73,17 @@ class _EventItem(msgspec.Struct, frozen=True, gc=False):
             self.received_at_us.N,
             self.delivered is not None and self.delivered.BOOL,
             self.delivered_at_us.N if self.delivered_at_us is not None else None,
+            self.inbox_pos.S if self.inbox_pos is not None else None,
         )
+
+    @property
+    def pos(self) -> str:
+        return self.inbox_pos.S if self.inbox_pos is not None else ""
 
 
 class _QueryAnswer(msgspec.Struct, frozen=True):
     Items: list[_EventItem] = []
+    LastEvaluatedKey: dict[str, Any] | None = None
 
 
 class _CounterItem(msgspec.Struct, frozen=True, gc=False):
@@ -72,8 +102,30 @@ _counter_answer = msgspec.json.Decoder(_CounterAnswer, strict=False)
 PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
 
 
-def _event_id(item: _EventItem) -> str:
-    return item.event_id.S
+def _pos(item: _EventItem) -> str:
+    return item.pos
+
+
+class Page(NamedTuple):
+    events: list[StoredEvent]
+    has_more: bool
+    after: str | None  # the position the next page continues from (None: no more for now)
+
+
+@dataclass
+class _Shard:
+    """What a page has read of one inbox shard, up to where DynamoDB stopped answering."""
+
+    values: dict[str, Any]
+    items: list[_EventItem] = field(default_factory=list)
+    start: dict[str, Any] | None = None  # LastEvaluatedKey: the shard holds more past it
+    done: bool = False
+
+    @property
+    def cut(self) -> str:
+        """The position this shard was read up to; nothing unread of it comes before."""
+        assert self.start is not None
+        return str(self.start["inbox_pos"]["S"])
 
 
 def _from_item(item: dict[str, Any]) -> StoredEvent:
@@ -81,49 +133,112 @@ def _from_item(item: dict[str, Any]) -> StoredEvent:
     return msgspec.convert(item, _EventItem, strict=False).event()
 
 
+def _merge(shards: list[_Shard], frontier: str | None, descending: bool) -> list[_EventItem]:
+    """The shards' items in page order, up to ``frontier`` (all of them if None)."""
+    merged = heapq.merge(*(s.items for s in shards), key=_pos, reverse=descending)
+    if frontier is None:
+        return list(merged)
+    return [i for i in merged if (i.pos >= frontier if descending else i.pos <= frontier)]
+
+
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
 class InboxStore:
-    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
+    def __init__(self, client: DynamoDBClient, settings: Settings, clock_us: Callable[[], int] = wall_clock_us) -> None:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
         self._shard_ids = range(settings.inbox_shards)
+        self._settle_us = settings.inbox_settle_ms * 1000
+        self._clock_us = clock_us
 
     async def page(
         self, account_id: str, event_type: str | None, descending: bool, limit: int, after: str | None
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``limit`` undelivered events past ``after``, and whether more follow.
+        """Up to ``limit`` undelivered events past the position ``after``, and whether more follow."""
+        events, has_more, _ = await self.page_from(account_id, event_type, descending, limit, after)
+        return events, has_more
 
-        With several inbox shards, each is read from the same position and the answers are
-        merged by event id: the first ``limit`` of the merge are the first ``limit`` of the
-        whole inbox, so the paging rules hold unchanged.
+    async def page_from(
+        self, account_id: str, event_type: str | None, descending: bool, limit: int, after: str | None
+    ) -> Page:
+        """Up to ``limit`` settled undelivered events past the position ``after``, in position order.
+
+        Only positions at least the settle margin old are shown, on every page: an event
+        committed later gets a later position, so it is never behind a cursor handed out
+        before (docs/architecture.md, "Inbox: paging and counts").
         """
         if event_type is None:
-            index, key_name, keys = INBOX_INDEX, "inbox_pk", [inbox_pk(account_id, s) for s in self._shard_ids]
+            index, key_name, keys = INBOX_POS_INDEX, "inbox_pk", [inbox_pk(account_id, s) for s in self._shard_ids]
         else:
-            index, key_name = INBOX_BY_TYPE_INDEX, "inbox_type_pk"
+            index, key_name = INBOX_BY_TYPE_POS_INDEX, "inbox_type_pk"
             keys = [inbox_type_pk(account_id, event_type, s) for s in self._shard_ids]
-        condition = f"{key_name} = :pk"
-        values: dict[str, Any] = {}
-        if after is not None:
-            condition += " AND event_id " + ("< :after" if descending else "> :after")
-            values[":after"] = {"S": after}
+        settled = f"{self._clock_us() - self._settle_us:0{POSITION_STAMP_DIGITS}d}{_ABOVE}"
+        values: dict[str, Any] = {":settled": {"S": settled}}
+        if after is None or (descending and after > settled):
+            condition = "inbox_pos <= :settled"
+        elif descending:  # below a position handed out: settled already
+            condition, values = "inbox_pos < :after", {":after": {"S": after}}
+        elif after + _SUCCESSOR <= settled:
+            condition = "inbox_pos BETWEEN :after AND :settled"
+            values[":after"] = {"S": after + _SUCCESSOR}
+        else:  # this instance's clock is behind the one that made the cursor: nothing settled yet
+            return Page([], True, after)
         query = {
             "TableName": self._events,
             "IndexName": index,
-            "KeyConditionExpression": condition,
+            "KeyConditionExpression": f"{key_name} = :pk AND {condition}",
             "ScanIndexForward": not descending,
             "ProjectionExpression": PAGE_PROJECTION,
-            "Limit": limit + 1,  # one more than asked tells whether another page exists
         }
-        reads = [self._query(query, {**values, ":pk": {"S": key}}) for key in keys]
-        shards = [await reads[0]] if len(reads) == 1 else await asyncio.gather(*reads)
-        merged = heapq.merge(*shards, key=_event_id, reverse=descending)
-        items = list(itertools.islice(merged, limit + 1))
-        return [i.event() for i in items[:limit]], len(items) > limit
+        shards = [_Shard({**values, ":pk": {"S": key}}) for key in keys]
+        items, has_more = await self._read(query, shards, limit + 1, descending)
+        events = [i.event() for i in items[:limit]]
+        has_more = has_more or len(items) > limit
+        return Page(events, has_more, events[-1].position if events else (after if has_more else None))
 
-    async def _query(self, query: dict[str, Any], values: dict[str, Any]) -> list[_EventItem]:
-        answer = await call_decoded(self._client, "query", _query_answer, ExpressionAttributeValues=values, **query)
-        return answer.Items
+    async def _read(
+        self, query: dict[str, Any], shards: list[_Shard], need: int, descending: bool
+    ) -> tuple[list[_EventItem], bool]:
+        """The first ``need`` items of the merged shards, or fewer, and whether any shard has more.
+
+        A shard whose answer was cut (by ``Limit`` or by DynamoDB's 1 MB) is known only up to
+        its cut: the merge never goes past the lowest cut, so no unread item can belong
+        before what is returned. Cut shards that hold the page back are read further while
+        the query budget lasts.
+        """
+        # A fair share per shard with room for unevenness; one shard alone reads what it needs.
+        share = need if len(shards) == 1 else min(need, math.ceil(need * 1.25 / len(shards)) + 4)
+        reading = [(shard, share) for shard in shards]
+        budget = len(shards) + PAGE_EXTRA_QUERIES
+        while True:
+            if len(reading) == 1:  # the usual case: no task to spawn
+                await self._query(query, *reading[0])
+            else:
+                await asyncio.gather(*(self._query(query, shard, n) for shard, n in reading))
+            budget -= len(reading)
+            cut = [s for s in shards if not s.done]
+            frontier = (max if descending else min)((s.cut for s in cut), default=None)
+            ready = _merge(shards, frontier, descending)
+            if len(ready) >= need or frontier is None or budget <= 0:
+                return ready[:need], frontier is not None
+            # The shards whose cut falls before the ``need``-th item read so far hold it back.
+            buffered = _merge(shards, None, descending)
+            bound = buffered[need - 1].pos if len(buffered) >= need else None
+            behind = [s for s in cut if bound is None or (s.cut > bound if descending else s.cut < bound)]
+            behind.sort(key=lambda s: s.cut, reverse=descending)
+            reading = [(s, need - len(ready)) for s in behind[:budget]]
+
+    async def _query(self, query: dict[str, Any], shard: _Shard, limit: int) -> None:
+        params = {**query, "Limit": limit, "ExpressionAttributeValues": shard.values}
+        if shard.start is not None:
+            params["ExclusiveStartKey"] = shard.start
+        answer = await call_decoded(self._client, "query", _query_answer, **params)
+        shard.items += answer.Items
+        shard.start = answer.LastEvaluatedKey
+        shard.done = answer.LastEvaluatedKey is None
 
     async def count(self, account_id: str, event_type: str | None) -> int:
         """Exact undelivered count: the sum of the counter's shards, read consistently."""

@@ -16,7 +16,7 @@ from types_aiobotocore_dynamodb.type_defs import (
 
 from shared.aws import AwsClients
 from shared.settings import Settings
-from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_INDEX
+from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_BY_TYPE_POS_INDEX, INBOX_INDEX, INBOX_POS_INDEX
 
 TABLE_ACTIVE_TIMEOUT_S = 60.0
 _POLL_S = 0.2
@@ -30,10 +30,10 @@ def _attrs(*names: str, kind: Literal["S", "N"] = "S") -> list[AttributeDefiniti
     return [{"AttributeName": n, "AttributeType": kind} for n in names]
 
 
-def _sparse_index(name: str, partition: str) -> GlobalSecondaryIndexTypeDef:
+def _sparse_index(name: str, partition: str, sort: str = "event_id") -> GlobalSecondaryIndexTypeDef:
     return {
         "IndexName": name,
-        "KeySchema": _key((partition, "HASH"), ("event_id", "RANGE")),
+        "KeySchema": _key((partition, "HASH"), (sort, "RANGE")),
         # Pages are served from the index alone: no read back to the base table.
         "Projection": {"ProjectionType": "ALL"},
     }
@@ -45,10 +45,14 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
         {
             "TableName": settings.events_table,
             "KeySchema": _key(("account_id", "HASH"), ("event_id", "RANGE")),
-            "AttributeDefinitions": _attrs("account_id", "event_id", "inbox_pk", "inbox_type_pk"),
+            "AttributeDefinitions": _attrs("account_id", "event_id", "inbox_pk", "inbox_type_pk", "inbox_pos"),
             "GlobalSecondaryIndexes": [
                 _sparse_index(INBOX_INDEX, "inbox_pk"),
                 _sparse_index(INBOX_BY_TYPE_INDEX, "inbox_type_pk"),
+                # 0.3: what pages read (positions, shared.storage.layout). A 0.2 table gets
+                # them added by _ensure_indexes.
+                _sparse_index(INBOX_POS_INDEX, "inbox_pk", "inbox_pos"),
+                _sparse_index(INBOX_BY_TYPE_POS_INDEX, "inbox_type_pk", "inbox_pos"),
             ],
             "ttl": "expires_at",
         },
@@ -121,15 +125,39 @@ async def _ensure_table(clients: AwsClients, spec: dict[str, Any], report: Calla
         await clients.dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **spec)
         report(f"table created: {name}")
     await _wait_active(clients, name)
+    await _ensure_indexes(clients, spec, report)
     if ttl_attribute:
         await _ensure_ttl(clients, name, ttl_attribute)
+
+
+async def _ensure_indexes(clients: AwsClients, spec: dict[str, Any], report: Callable[[str], None]) -> None:
+    """Add the indexes an older version's table lacks, one per UpdateTable (DynamoDB's rule).
+
+    So `triggers init` upgrades a 0.2 events table in place; the new index is backfilled by
+    DynamoDB (items with the index's keys: for the positions, see migrate-inbox-positions).
+    """
+    name = spec["TableName"]
+    for index in spec.get("GlobalSecondaryIndexes", []):
+        table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
+        existing = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
+        if index["IndexName"] in existing:
+            continue
+        wanted = {k["AttributeName"] for k in index["KeySchema"]}
+        await clients.dynamodb.update_table(
+            TableName=name,
+            AttributeDefinitions=[a for a in spec["AttributeDefinitions"] if a["AttributeName"] in wanted],
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        report(f"index added: {name} {index['IndexName']}")
+        await _wait_active(clients, name)
 
 
 async def _wait_active(clients: AwsClients, name: str) -> None:
     deadline = asyncio.get_running_loop().time() + TABLE_ACTIVE_TIMEOUT_S
     while True:
         table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
-        if table.get("TableStatus") == "ACTIVE":
+        indexes = table.get("GlobalSecondaryIndexes", [])
+        if table.get("TableStatus") == "ACTIVE" and all(i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes):
             return
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"table {name} not ACTIVE after {TABLE_ACTIVE_TIMEOUT_S} s")

@@ -164,6 +164,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
         ),
     ] = 1
+    inbox_settle_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description=(
+                "A page shows an event once its inbox position (the writer's clock when it stored "
+                "it) is this much in the past. It covers the time from the writer's stamp to the "
+                "index showing the event, plus clock differences between hosts, so a consumer "
+                "paging forward never passes an event stored late. Same value on writers and inboxes."
+            ),
+        ),
+    ] = 1000
     cursor_secret: Annotated[
         str,
         _doc(

@@ -75,6 +75,9 @@ def stack(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack
         "TRIGGERS_LOG_LEVEL": "INFO",
         # Many tests send bad keys from this one address on purpose.
         "TRIGGERS_AUTH_FAILURES_PER_MINUTE": "10000",
+        # Pages show events at once: these tests read right after storing, one step at a time.
+        # The paging tests that race writers set a margin of their own (test_paging_property).
+        "TRIGGERS_INBOX_SETTLE_MS": "0",
         # Tests poll the inbox in tight loops (wait_until); tests/e2e/test_auth.py checks the limit.
         "TRIGGERS_INBOX_REQUESTS_PER_MINUTE": "1000000",
     }

@@ -26,4 +26,4 @@ async def sweep(
         seen += [e.event_id for e in page]
         if not has_more:
             return seen
-        after = page[-1].event_id
+        after = page[-1].position

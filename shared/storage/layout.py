@@ -8,6 +8,11 @@ events table  (pk ``account_id``, sk ``event_id``): one item per stored event, p
     event from both indexes. ``expires_at`` (TTL) is set when the event is acknowledged.
     With ``TRIGGERS_INBOX_SHARDS`` = S > 1 an event lands in shard crc32(event_id) mod S;
     shard 0 has no suffix, so a single-shard inbox is laid out as before sharding existed.
+    GSI ``inbox_by_pos``, ``inbox_by_type_pos`` (0.3): the same partition keys, sorted by
+    ``inbox_pos`` = the writer's clock when it stored the event + the event id
+    (``inbox_position``). Pages read these: an event stored late gets a late position, so a
+    consumer paging forward never passes it (docs/architecture.md, "Inbox: paging").
+    Acknowledging removes the partition keys, which drops the event from all four indexes.
 dedup table   (pk ``dedup_id`` = account|dedup key): which event first claimed a key, and until
     when (``window_ends_us``); TTL ``expires_at`` removes it after the window.
 counts table  (pk ``counter_id`` = account[|t:type], sk ``shard_index``): undelivered counts. A
@@ -25,6 +30,13 @@ TRANSACTION_MAX_ITEMS = 100
 
 INBOX_INDEX = "inbox"
 INBOX_BY_TYPE_INDEX = "inbox_by_type"
+# Sorted by inbox position; what the inbox pages on since 0.3. The two above stay while a 0.2
+# inbox may still run (docs/operations.md, "Upgrading").
+INBOX_POS_INDEX = "inbox_by_pos"
+INBOX_BY_TYPE_POS_INDEX = "inbox_by_type_pos"
+# Digits of the microsecond stamp at the head of a position: fixed width, so positions sort
+# as strings in time order (16 digits last until the year 2286).
+POSITION_STAMP_DIGITS = 16
 
 # Separator between an account id and a free-form suffix. Account ids never contain it, nor
 # SHARD_SEP (shared.key_admin.ACCOUNT_ID_PATTERN), so every key here has one reading.
@@ -43,6 +55,16 @@ def inbox_pk(account_id: str, shard: int = 0) -> str:
 
 def inbox_type_pk(account_id: str, event_type: str, shard: int = 0) -> str:
     return f"{inbox_pk(account_id, shard)}{SEP}{event_type}"
+
+
+def inbox_position(stamp_us: int, event_id: str) -> str:
+    """Where an event sits in the inbox: after everything stamped before ``stamp_us``."""
+    return f"{stamp_us:0{POSITION_STAMP_DIGITS}d}{event_id}"
+
+
+def position_stamp_us(position: str) -> int:
+    """The microsecond stamp at the head of a position."""
+    return int(position[:POSITION_STAMP_DIGITS])
 
 
 def dedup_id(account_id: str, dedup_key: str) -> str:

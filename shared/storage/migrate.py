@@ -7,16 +7,19 @@ counter are summed into one item at ``MIGRATED_SHARD``, a shard no live writer u
 migration can run after the new version is deployed: live writes land on shards 0 and up,
 and the migrated sum sits beside them. Rerunning it overwrites that item with the same sum,
 so it is idempotent once no old-version process writes the legacy table any more.
+
+0.2 → 0.3: ``migrate_inbox_positions`` gives the undelivered events of 0.2 an inbox position.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from shared.aws import AwsClients
 from shared.settings import Settings
-from shared.storage.layout import SEP, counter_key
+from shared.storage.layout import SEP, counter_key, inbox_position
 
 MIGRATED_SHARD = -1
 
@@ -47,3 +50,52 @@ async def migrate_counters(settings: Settings, clients: AwsClients) -> int:
         migrated: Any = {**counter_key(counter, MIGRATED_SHARD), "n": {"N": str(total)}}
         await dynamodb.put_item(TableName=settings.counters_table, Item=migrated)
     return len(totals)
+
+
+# Items one Scan page of the position backfill examines (a page is also one progress line).
+POSITIONS_SCAN_PAGE = 500
+
+
+async def migrate_inbox_positions(
+    settings: Settings, clients: AwsClients, report: Callable[[str], None] = lambda _: None
+) -> int:
+    """Give undelivered events of 0.2 (no ``inbox_pos``) a position; how many were given one.
+
+    The position is the event's time of receipt: it was stored before any 0.3 inbox ran, so
+    every cursor a 0.3 inbox hands out comes after it is visible there. Each write is
+    conditional (still undelivered, still without a position), so running it again, or
+    after an interruption, only does what is left, and never moves an event a 0.3 writer
+    stamped or an acknowledgement removed meanwhile.
+    """
+    dynamodb = clients.dynamodb
+    scan: dict[str, Any] = {
+        "TableName": settings.events_table,
+        "FilterExpression": "attribute_exists(inbox_pk) AND attribute_not_exists(inbox_pos)",
+        "ProjectionExpression": "account_id, event_id, received_at_us",
+        "Limit": POSITIONS_SCAN_PAGE,
+    }
+    scanned = stamped = 0
+    while True:  # an operator's one-off: a Scan is what it takes to find every such event
+        page = await dynamodb.scan(**scan)
+        for item in page.get("Items", []):
+            stamped += await _stamp_legacy(settings, clients, item)
+        scanned += page.get("ScannedCount", 0)
+        report(f"scanned {scanned} items, {stamped} given a position")
+        if "LastEvaluatedKey" not in page:
+            return stamped
+        scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def _stamp_legacy(settings: Settings, clients: AwsClients, item: dict[str, Any]) -> int:
+    position = inbox_position(int(item["received_at_us"]["N"]), item["event_id"]["S"])
+    try:
+        await clients.dynamodb.update_item(
+            TableName=settings.events_table,
+            Key={"account_id": item["account_id"], "event_id": item["event_id"]},
+            UpdateExpression="SET inbox_pos = :pos",
+            ConditionExpression="attribute_exists(inbox_pk) AND attribute_not_exists(inbox_pos)",
+            ExpressionAttributeValues={":pos": {"S": position}},
+        )
+    except clients.dynamodb.exceptions.ConditionalCheckFailedException:
+        return 0  # acknowledged or stamped meanwhile
+    return 1

@@ -1,137 +1,269 @@
-"""Paging while events arrive and are acknowledged (property-based, against moto + the inbox).
+"""Paging forward never skips (property-based, against moto + the real inbox service).
 
-The rule: a sweep (pages from no cursor to has_more=false) never returns an event twice,
-and returns every event that stayed undelivered from the sweep's start to its end. Hypothesis
-draws random interleavings of arrivals, acknowledgements and page reads.
+A consumer pages forward with its cursor and never starts again, while events arrive in any
+order: new ones, late ones (ids older than the consumer's cursor, as a writer backlog or a
+retried message brings them), dead-letter replays of days-old ids, ids from edges whose
+clocks are minutes off, writers whose clocks differ by less than half the settle margin,
+and transactions that commit later than that (the writer re-stamps those). Events are also
+acknowledged meanwhile. When the arrivals stop and the margin has passed, the consumer
+finishes its pass: every event that stayed undelivered was returned exactly once, and
+nothing else was returned.
+
+The re-stamp can repeat an event only if a page reads it between the late commit and the
+re-stamp; these steps never interleave there, so here every event comes exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
+from typing import Any, cast
 
 import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared import processes
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent
+from shared.aws import AwsClients, open_clients
+from shared.envelope import QueuedEvent, encode_message
 from shared.ids import new_event_id
 from shared.settings import Settings
-from tests.conftest import ApiKey, Service, Stack, make_key, start_service
+from tests.conftest import ApiKey, Service, Stack, make_key, start_service, wait_until
 from writer_worker.store import EventWriter
 
-Step = tuple[str, int]
+SETTLE_MS = 200
+SHARDS = 3
+_DAY_US = 86_400 * 1_000_000
+
+# How an arriving event's id was stamped at the edge, relative to now.
+EDGE = st.sampled_from(["now", "behind_cursor", "replay", "edge_ahead", "edge_behind"])
+# How the writer that stores it behaves: its clock is off by less than half the margin, or
+# its transaction commits later than half the margin after the stamp.
+WRITER = st.one_of(
+    st.tuples(st.just("skew"), st.integers(-(SETTLE_MS // 2) + 20, SETTLE_MS // 2 - 20)),
+    st.tuples(st.just("slow"), st.integers(SETTLE_MS, 4 * SETTLE_MS)),
+)
+Step = tuple[str, Any]
 steps = st.lists(
     st.one_of(
-        st.tuples(st.just("arrive"), st.integers(1, 3)),
+        st.tuples(st.just("arrive"), st.tuples(st.integers(1, 3), EDGE, WRITER)),
         st.tuples(st.just("ack"), st.integers(0, 50)),
         st.tuples(st.just("page"), st.integers(1, 4)),
     ),
     min_size=3,
-    max_size=25,
+    max_size=16,
 )
 
 
+class _Clock:
+    """A writer's clock: the wall clock plus an offset (in microseconds)."""
+
+    def __init__(self, offset_us: int) -> None:
+        self.offset_us = offset_us
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1000 + self.offset_us
+
+
+class _LateCommit:
+    """A DynamoDB client whose transactions take ``lag`` to commit: when one returns, the
+    writer's clock (which read ``lag`` behind at the stamp) jumps to the wall clock."""
+
+    def __init__(self, client: DynamoDBClient, clock: _Clock) -> None:
+        self._client, self._clock = client, clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def transact_write_items(self, **params: Any) -> Any:
+        answer = await self._client.transact_write_items(**params)
+        self._clock.offset_us = 0
+        return answer
+
+
+class Consumer:
+    """Pages forward from the start with its cursor, and never starts again."""
+
+    def __init__(self, http: httpx.AsyncClient, inbox: Service, key: ApiKey) -> None:
+        self.http, self.inbox, self.key = http, inbox, key
+        self.cursor: str | None = None
+        self.seen: list[str] = []
+        self.finished = False
+
+    async def page(self, limit: int) -> None:
+        params: dict[str, str | int] = {"limit": limit, **({"cursor": self.cursor} if self.cursor else {})}
+        answer = await self.http.get(f"{self.inbox.url}/inbox", params=params, headers=self.key.headers)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        self.seen += [e["event_id"] for e in page["events"]]
+        assert (page["next_cursor"] is not None) == page["has_more"]
+        self.finished = not page["has_more"]
+        self.cursor = page["next_cursor"] or self.cursor
+
+
 class Scenario:
-    def __init__(self, stack: Stack, inbox: Service, key: ApiKey, writer: EventWriter) -> None:
-        self.stack, self.inbox, self.key, self.writer = stack, inbox, key, writer
+    def __init__(self, writing: Settings, clients: AwsClients, key: ApiKey) -> None:
+        self.writing, self.clients, self.key = writing, clients, key
+        self.stored: dict[str, int] = {}  # event id -> received_at_us
         self.undelivered: list[str] = []
         self.counter = 0
 
-    async def arrive(self, count: int) -> None:
-        events = []
-        for _ in range(count):
-            self.counter += 1
-            now_us = time.time_ns() // 1000
-            events.append(
-                QueuedEvent(
-                    event_id=new_event_id(now_us // 1000),
-                    account_id=self.key.account_id,
-                    event_type="prop",
-                    payload=msgspec.Raw(msgspec.json.encode({"n": self.counter})),
-                    received_at_us=now_us,
-                )
-            )
-        await self.writer.write(events)
+    def _event(self, received_us: int) -> QueuedEvent:
+        self.counter += 1
+        return QueuedEvent(
+            event_id=new_event_id(received_us // 1000),
+            account_id=self.key.account_id,
+            event_type="prop",
+            payload=msgspec.Raw(msgspec.json.encode({"n": self.counter})),
+            received_at_us=received_us,
+        )
+
+    def _received(self, edge: str, consumer: Consumer) -> int:
+        now = time.time_ns() // 1000
+        if edge == "behind_cursor" and consumer.seen:  # an id older than what the consumer passed
+            return self.stored[consumer.seen[-1]] - random.randint(1, 5_000_000)
+        if edge == "replay":  # a dead letter replayed days later
+            return now - random.randint(1, 5) * _DAY_US
+        if edge == "edge_ahead":
+            return now + random.randint(1, 600) * 1_000_000
+        if edge == "edge_behind":
+            return now - random.randint(1, 600) * 1_000_000
+        return now
+
+    async def arrive(self, count: int, edge: str, writer: tuple[str, int], consumer: Consumer) -> None:
+        events = [self._event(self._received(edge, consumer)) for _ in range(count)]
+        kind, ms = writer
+        clock = _Clock(ms * 1000 if kind == "skew" else -ms * 1000)
+        client = (
+            self.clients.dynamodb if kind == "skew" else cast(DynamoDBClient, _LateCommit(self.clients.dynamodb, clock))
+        )
+        results = await EventWriter(client, self.writing, clock_us=clock).write(events)
+        assert {r.outcome.value for r in results.values()} == {"stored"}
+        self.stored.update({e.event_id: e.received_at_us for e in events})
         self.undelivered += [e.event_id for e in events]
 
-    async def ack(self, http: httpx.AsyncClient, pick: int) -> str | None:
+    async def ack(self, http: httpx.AsyncClient, inbox: Service, pick: int) -> str | None:
         if not self.undelivered:
             return None
         event_id = self.undelivered.pop(pick % len(self.undelivered))
-        response = await http.delete(f"{self.inbox.url}/events/{event_id}", headers=self.key.headers)
+        response = await http.delete(f"{inbox.url}/events/{event_id}", headers=self.key.headers)
         assert response.status_code == 204
         return event_id
 
 
-SHARDS = 3
+def _settling_inbox(stack: Stack, shards: int) -> Service:
+    env = {"TRIGGERS_INBOX_SETTLE_MS": str(SETTLE_MS), "TRIGGERS_INBOX_SHARDS": str(shards)}
+    return start_service(stack, "inbox", env)
 
 
 @pytest.fixture(scope="module")
-def sharded_inbox(stack: Stack) -> Iterator[Service]:
-    """An inbox whose accounts are spread over SHARDS index partitions."""
-    service = start_service(stack, "inbox", {"TRIGGERS_INBOX_SHARDS": str(SHARDS)})
+def settling_inbox(stack: Stack) -> Iterator[Service]:
+    service = _settling_inbox(stack, 1)
     yield service
     processes.stop([service.process])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(program=steps)
-def test_a_sweep_neither_repeats_nor_skips(stack: Stack, inbox: Service, program: list[Step]) -> None:
-    asyncio.run(_run(stack.settings, stack, inbox, program))
+@pytest.fixture(scope="module")
+def sharded_inbox(stack: Stack) -> Iterator[Service]:
+    service = _settling_inbox(stack, SHARDS)
+    yield service
+    processes.stop([service.process])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def _settings(stack: Stack, shards: int) -> Settings:
+    return msgspec.structs.replace(stack.settings, inbox_settle_ms=SETTLE_MS, inbox_shards=shards)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=steps)
-def test_a_sweep_over_a_sharded_inbox_neither_repeats_nor_skips(
+def test_paging_forward_never_skips_nor_repeats(stack: Stack, settling_inbox: Service, program: list[Step]) -> None:
+    asyncio.run(_run(_settings(stack, 1), stack, settling_inbox, program))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=steps)
+def test_paging_forward_over_a_sharded_inbox_never_skips_nor_repeats(
     stack: Stack, sharded_inbox: Service, program: list[Step]
 ) -> None:
-    writing = msgspec.structs.replace(stack.settings, inbox_shards=SHARDS)
-    asyncio.run(_run(writing, stack, sharded_inbox, program))
+    asyncio.run(_run(_settings(stack, SHARDS), stack, sharded_inbox, program))
 
 
 async def _run(writing: Settings, stack: Stack, inbox: Service, program: list[Step]) -> None:
-    """``writing``: the settings the events are stored with (the inbox shards among them)."""
-    key = make_key_async(stack)
+    key = await asyncio.to_thread(make_key, stack)
     async with open_clients(stack.settings) as clients, httpx.AsyncClient(timeout=10) as http:
-        scenario = Scenario(stack, inbox, await key, EventWriter(clients.dynamodb, writing))
-        await scenario.arrive(3)
-        at_start = set(scenario.undelivered)
-        acked_during: set[str] = set()
-        seen: list[str] = []
-        cursor: str | None = None
-        finished = False
+        scenario = Scenario(writing, clients, key)
+        consumer = Consumer(http, inbox, key)
+        # Enough events at the start that the pass cannot reach the end before the arrivals
+        # stop: the consumer never has to start again.
+        backlog = sum(v for a, v in program if a == "page") + sum(1 for a, _ in program if a == "ack") + 1
+        for start in range(0, backlog, 40):
+            await scenario.arrive(min(40, backlog - start), "now", ("skew", 0), consumer)
+        await asyncio.sleep(SETTLE_MS / 1000)
+        acked: set[str] = set()
         for action, value in program:
             if action == "arrive":
-                await scenario.arrive(value)
+                count, edge, writer = value
+                await scenario.arrive(count, edge, writer, consumer)
             elif action == "ack":
-                acked = await scenario.ack(http, value)
-                if acked is not None:
-                    acked_during.add(acked)
-            elif not finished:
-                params: dict[str, str | int] = {"limit": value}
-                if cursor:
-                    params["cursor"] = cursor
-                page = (await http.get(f"{inbox.url}/inbox", params=params, headers=scenario.key.headers)).json()
-                seen += [e["event_id"] for e in page["events"]]
-                cursor = page["next_cursor"]
-                finished = not page["has_more"]
-        while not finished:  # finish the sweep
-            params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
-            page = (await http.get(f"{inbox.url}/inbox", params=params, headers=scenario.key.headers)).json()
-            seen += [e["event_id"] for e in page["events"]]
-            cursor = page["next_cursor"]
-            finished = not page["has_more"]
-    assert len(seen) == len(set(seen)), "an event was returned twice in one sweep"
-    stayed = at_start - acked_during
-    assert stayed <= set(seen), f"skipped: {sorted(stayed - set(seen))}"
-    assert seen == sorted(seen), "a sweep returns events in order"
+                if (event_id := await scenario.ack(http, inbox, value)) is not None:
+                    acked.add(event_id)
+            else:
+                await consumer.page(value)
+                assert not consumer.finished, "the backlog outlasts the program"
+        # The arrivals settle: the margin, after the latest stamp (a writer clock half a margin ahead).
+        await asyncio.sleep(1.5 * SETTLE_MS / 1000)
+        while not consumer.finished:
+            await consumer.page(4)
+    assert len(consumer.seen) == len(set(consumer.seen)), "an event was returned twice"
+    assert set(consumer.seen) <= set(scenario.stored)
+    stayed = set(scenario.stored) - acked
+    assert stayed <= set(consumer.seen), f"skipped: {sorted(stayed - set(consumer.seen))}"
 
 
-async def make_key_async(stack: Stack) -> ApiKey:
-    return await asyncio.to_thread(make_key, stack)
+def test_a_message_with_an_id_behind_the_cursor_reaches_a_forward_pager(
+    stack: Stack, settling_inbox: Service, writer: Service, http: httpx.Client
+) -> None:
+    """The issue's reproduction, through SQS and the writer service."""
+    key = make_key(stack)
+
+    async def send(received_us: list[int]) -> list[str]:
+        events = [
+            QueuedEvent(
+                event_id=new_event_id(us // 1000),
+                account_id=key.account_id,
+                event_type="late",
+                payload=msgspec.Raw(msgspec.json.encode({"received_us": us})),  # distinct: not duplicates
+                received_at_us=us,
+            )
+            for us in received_us
+        ]
+        async with open_clients(stack.settings) as clients:
+            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+            await clients.sqs.send_message(QueueUrl=url, MessageBody=encode_message(events))
+        return [e.event_id for e in events]
+
+    now = time.time_ns() // 1000
+    first = asyncio.run(send([now - 2_000_000, now - 1_000_000]))
+    headers, url = key.headers, f"{settling_inbox.url}/inbox"
+    page = wait_until(lambda: http.get(url, params={"limit": 1}, headers=headers).json()["has_more"])
+    assert page
+    answer = http.get(url, params={"limit": 1}, headers=headers).json()
+    assert [e["event_id"] for e in answer["events"]] == first[:1]
+    cursor = answer["next_cursor"]
+    late = asyncio.run(send([now - 60_000_000]))  # a minute older than the cursor's event
+
+    def rest() -> list[str]:
+        seen, at = [], cursor
+        while at:
+            body = http.get(url, params={"limit": 10, "cursor": at}, headers=headers).json()
+            seen += [e["event_id"] for e in body["events"]]
+            at = body["next_cursor"]
+        return seen
+
+    assert wait_until(lambda: late[0] in rest()), "the late event was never returned past the cursor"
+    assert rest() == [first[1], late[0]]

@@ -1,0 +1,122 @@
+"""0.2 → 0.3: a 0.2 table gains the position indexes, its events a position, its cursors still work."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+
+import httpx
+import msgspec
+
+from inbox_api.cursor import CursorCodec
+from inbox_api.store import InboxStore
+from shared.aws import open_clients
+from shared.key_admin import new_account_id
+from shared.resources import ensure_resources, table_specs
+from shared.settings import inbox_cursor_secret, settings_from_env
+from shared.storage.layout import INBOX_BY_TYPE_POS_INDEX, INBOX_POS_INDEX
+from shared.storage.migrate import migrate_inbox_positions
+from tests.conftest import Service, Stack, make_key, run_triggers
+from tests.helpers import sweep
+from tests.integration.test_exactly_once_store import event
+from writer_worker.store import EventWriter, event_item
+
+
+def _v02_events_table(spec: dict[str, Any]) -> dict[str, Any]:
+    """The events table as 0.2 created it: no inbox_pos, no position indexes."""
+    spec = {k: v for k, v in spec.items() if k != "ttl"}
+    spec["AttributeDefinitions"] = [a for a in spec["AttributeDefinitions"] if a["AttributeName"] != "inbox_pos"]
+    spec["GlobalSecondaryIndexes"] = [
+        i for i in spec["GlobalSecondaryIndexes"] if i["IndexName"] not in (INBOX_POS_INDEX, INBOX_BY_TYPE_POS_INDEX)
+    ]
+    return spec
+
+
+def _v02_item(account: str, n: int) -> dict[str, Any]:
+    item = event_item(event(account, msgspec.json.encode({"v02": n})))
+    del item["inbox_pos"]
+    return item
+
+
+async def test_init_upgrades_a_02_table_and_the_migration_positions_its_events(data_stack: Stack) -> None:
+    env = {**data_stack.env, "TRIGGERS_RESOURCE_PREFIX": f"u{uuid.uuid4().hex[:8]}"}
+    settings = settings_from_env(env)
+    account = new_account_id()
+    async with open_clients(settings) as clients:
+        dynamodb = clients.dynamodb
+        await dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **_v02_events_table(table_specs(settings)[0]))
+        old = [_v02_item(account, n) for n in range(3)]
+        acknowledged = {**_v02_item(account, 9), "delivered": {"BOOL": True}}
+        del acknowledged["inbox_pk"], acknowledged["inbox_type_pk"]
+        for item in [*old, acknowledged]:
+            await dynamodb.put_item(TableName=settings.events_table, Item=item)
+
+        await ensure_resources(settings, clients)
+        await ensure_resources(settings, clients)  # idempotent
+        described = (await dynamodb.describe_table(TableName=settings.events_table))["Table"]
+        indexes = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
+        assert {INBOX_POS_INDEX, INBOX_BY_TYPE_POS_INDEX} <= indexes
+        store = InboxStore(dynamodb, settings)
+        assert await sweep(store, account) == []  # not positioned yet: the 0.3 inbox waits for the migration
+
+        new = event(account, b'{"v03": 1}')
+        await EventWriter(dynamodb, settings).write([new])  # a 0.3 writer meanwhile
+        progress: list[str] = []
+        assert await migrate_inbox_positions(settings, clients, progress.append) == 3
+        assert progress
+        assert await migrate_inbox_positions(settings, clients) == 0  # again: nothing left to do
+
+        # Positioned at their time of receipt: before anything a 0.3 writer stored after them.
+        old_ids = [
+            i["event_id"]["S"] for i in sorted(old, key=lambda i: (int(i["received_at_us"]["N"]), i["event_id"]["S"]))
+        ]
+        assert await sweep(store, account, limit=2) == [*old_ids, new.event_id]
+        assert await sweep(store, account, "t", limit=2) == [*old_ids, new.event_id]
+        stamped = await dynamodb.get_item(
+            TableName=settings.events_table, Key={"account_id": {"S": account}, "event_id": acknowledged["event_id"]}
+        )
+        assert "inbox_pos" not in stamped["Item"]  # acknowledged events are left alone
+
+
+def test_the_migration_command_reports_progress(stack: Stack) -> None:
+    result = run_triggers(stack, "migrate-inbox-positions")
+    assert "scanned" in result.stdout
+    assert "given an inbox position" in result.stdout
+
+
+def _v02_cursor(secret: str, account: str, last_event_id: str) -> str:
+    """A cursor exactly as 0.2 made it: (account, filter, order, last event id)."""
+    data = msgspec.msgpack.encode([account, None, "asc", last_event_id])
+    mac = CursorCodec(secret)._mac(data)  # the same signature 0.2 made
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return f"{b64(data)}.{b64(mac)}"
+
+
+def test_a_02_cursor_continues_without_skipping(stack: Stack, inbox: Service, http: httpx.Client) -> None:
+    key = make_key(stack)
+
+    async def store() -> list[str]:
+        async with open_clients(stack.settings) as clients:
+            events = [event(key.account_id, msgspec.json.encode({"n": n})) for n in range(6)]
+            for e in events:  # one at a time: positions in id order
+                await EventWriter(clients.dynamodb, stack.settings).write([e])
+            return [e.event_id for e in events]
+
+    ids = asyncio.run(store())
+    cursor = _v02_cursor(inbox_cursor_secret(stack.settings), key.account_id, ids[2])
+    seen: list[str] = []
+    while cursor:
+        answer = http.get(f"{inbox.url}/inbox", params={"limit": 2, "cursor": cursor}, headers=key.headers)
+        assert answer.status_code == 200, answer.text
+        seen += [e["event_id"] for e in answer.json()["events"]]
+        cursor = answer.json()["next_cursor"]
+    assert set(ids[3:]) <= set(seen)  # nothing after the 0.2 cursor is skipped
+    assert len(seen) == len(set(seen))
+    forged = _v02_cursor("another secret", key.account_id, ids[2])
+    refused = http.get(f"{inbox.url}/inbox", params={"cursor": forged}, headers=key.headers)
+    assert refused.status_code == 400
