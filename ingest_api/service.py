@@ -45,11 +45,13 @@ class IngestService:
         self._batcher = batcher
         self._max_payload = max_payload_bytes
 
-    def parse_event(self, raw: bytes, prefix: str = "$", header_key: str | None = None) -> EventIn:
-        """Decode and check one event; raises a field-level ``AppError``.
+    def parse_event(self, raw: bytes | msgspec.Raw, prefix: str = "$", header_key: str | None = None) -> EventIn:
+        """Decode and check one event (the body, or one item of a batch); raises a
+        field-level ``AppError``.
 
         Whatever passes can be queued, stored and read back (ingest_api/validation.py).
         """
+        raw = bytes(raw)
         try:
             text = raw.decode()  # UTF-8 anywhere: msgspec does not look inside the payload's bytes
         except UnicodeDecodeError:

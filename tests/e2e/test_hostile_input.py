@@ -5,12 +5,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from shared import processes
 from tests.conftest import ApiKey, Service, Stack, start_service
+from tests.e2e.end_state import Post, expected_payload, post_all, settled_inbox
 
 DEEP = b'{"event_type": "deep", "payload": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
 
@@ -106,3 +109,107 @@ def test_a_stalled_body_gets_408_and_does_not_hold_up_others(
     assert answer.startswith("HTTP/1.1 408"), answer
     assert '"error_code":"REQUEST_TIMEOUT"' in answer
     assert 1 <= waited < 5  # the deadline plus at most one sweep interval, not forever
+
+
+# --- every input to its end state ----------------------------------------------------------
+
+
+def _event(payload: bytes, event_type: bytes = b"h", extra: bytes = b"") -> bytes:
+    return b'{"event_type": "' + event_type + b'", "payload": ' + payload + extra + b"}"
+
+
+# name -> (bodies one account sends, the status each must get on POST /events)
+END_STATE_CASES: dict[str, tuple[list[bytes], list[int]]] = {
+    "deep": ([DEEP], [400]),
+    "nesting-over-128": ([_event(b'{"d": ' + b"[" * 128 + b"]" * 128 + b"}")], [400]),
+    "nesting-at-128": ([_event(b'{"d": ' + b"[" * 127 + b"]" * 127 + b"}")], [202]),
+    "huge-integer": ([_event(b'{"big": 1' + b"0" * 5000 + b"}")], [400]),
+    "1e400": ([_event(b'{"n": 1e400}')], [400]),
+    "-1e400-nested": ([_event(b'{"a": [1, {"n": -1e400}]}')], [400]),
+    "long-exponent": ([_event(b'{"n": 1e-99999}')], [400]),
+    "numbers-at-the-bounds": (
+        [_event(b'{"max": 1.7976931348623157e308, "tiny": 1e-9999, "i": ' + b"9" * 100 + b', "z": -0.0}')],
+        [202],
+    ),
+    "0.1-and-its-neighbour": ([_event(b'{"v": 0.1}'), _event(b'{"v": 0.1000000000000000001}')], [202, 202]),
+    "nan": ([_event(b'{"x": NaN}')], [400]),
+    "infinity": ([_event(b'{"x": Infinity}')], [400]),
+    "bad-utf8-event-type": ([b'{"event_type": "\xff\xfe", "payload": {}}'], [400]),
+    "bad-utf8-in-payload": ([_event(b'{"s": "caf\xff"}')], [400]),
+    "bad-utf8-in-payload-key": ([_event(b'{"\xc3": 1}')], [400]),
+    "lone-surrogate": ([_event(b'{"s": "\\ud800"}')], [400]),
+    "surrogate-pair-and-every-plane": ([_event('{"s": "\\ud83d\\ude00 😀 é 中 \U0010ffff"}'.encode())], [202]),
+    "sqs-refused-characters": ([_event('{"s": "\ufffe\uffff"}'.encode())], [202]),
+    "escaped-too-large": ([_event(b'{"s": "' + "\uffff".encode() * 50_000 + b'"}')], [413]),
+    "control-in-event-type": ([_event(b"{}", event_type=b"a\\u0001b")], [400]),
+    "control-in-idempotency-key": ([_event(b"{}", extra=b', "idempotency_key": "k\\n"')], [400]),
+    "dup-field": ([b'{"event_type": "dup", "event_type": "dup2", "payload": {}}'], [400]),
+    "dup-payload-key": ([_event(b'{"a": 1, "a": 2}')], [400]),
+    "dup-nested-key": ([_event(b'{"a": {"b": [{"c": 1, "c": 1}]}}')], [400]),
+    "binary": ([b"\x00\x01\x02"], [400]),
+    "trailing": ([_event(b"{}") + b" garbage"], [400]),
+}
+BYSTANDER_EVENTS = 40
+
+
+def test_every_hostile_input_reaches_its_end_state_and_costs_no_one_else(
+    http: httpx.Client, ingest: Service, inbox: Service, writer: Service, key_factory: Any
+) -> None:
+    """A 202 is in the inbox and reads back as sent; a 4xx stored nothing; another account's
+    requests sent at the same moment (sharing SQS messages and calls) were all stored.
+
+    Each case runs twice, as POST /events and inside POST /events/batch, each from its own
+    account so that each inbox shows exactly that case's outcome.
+    """
+    bystander = key_factory()
+    cases = [(name, path, key_factory()) for name in END_STATE_CASES for path in ("/events", "/events/batch")]
+    posts = [
+        Post(key, path, body if path == "/events" else b'{"events": [' + body + b"]}")
+        for name, path, key in cases
+        for body in END_STATE_CASES[name][0]
+    ]
+    bystanders = [
+        Post(bystander, "/events", b'{"event_type": "b", "payload": {"i": %d, "pad": "%s"}}' % (i, b"x" * 2000))
+        for i in range(BYSTANDER_EVENTS)
+    ]
+    answers = iter(post_all(ingest, [*posts, *bystanders]))
+
+    for name, path, key in cases:
+        bodies, statuses = END_STATE_CASES[name]
+        accepted: dict[str, bytes] = {}  # event id -> payload as the inbox must return it
+        for body, status in zip(bodies, statuses, strict=True):
+            answer = next(answers)
+            assert answer.status_code < 500, (name, path, answer.text)
+            event_id = _accepted_id(answer, path)
+            if path == "/events":
+                assert answer.status_code == status, (name, answer.text)
+            assert (event_id is not None) == (status == 202), (name, path, answer.text)
+            if event_id is not None:
+                accepted[event_id] = expected_payload(body)
+            else:
+                _assert_error_names_a_field(answer, path, name)
+        stored = settled_inbox(http, ingest, inbox, key, list(accepted))
+        assert {i: bytes(e.payload) for i, e in stored.items()} == accepted, (name, path)
+
+    bystanders_answers = list(answers)
+    assert [a.status_code for a in bystanders_answers] == [202] * BYSTANDER_EVENTS
+    stored = settled_inbox(http, ingest, inbox, bystander, [a.json()["event_id"] for a in bystanders_answers])
+    assert sorted(msgspec.json.decode(bytes(e.payload))["i"] for e in stored.values()) == list(range(BYSTANDER_EVENTS))
+
+
+def _accepted_id(answer: httpx.Response, path: str) -> str | None:
+    if answer.status_code not in (202, 207):
+        return None
+    if path == "/events":
+        event_id: str = answer.json()["event_id"]
+        return event_id
+    (result,) = answer.json()["results"]
+    batch_id: str | None = result.get("event_id")
+    return batch_id
+
+
+def _assert_error_names_a_field(answer: httpx.Response, path: str, name: str) -> None:
+    error = answer.json() if answer.status_code >= 400 else answer.json()["results"][0]["error"]
+    assert error["status"] in (400, 413), (name, path, error)
+    assert error["details"], (name, path, error)
+    assert error["details"][0]["field"].startswith("$"), (name, path, error)

@@ -172,3 +172,31 @@ def test_a_misspelt_query_parameter_is_refused_not_ignored(
         assert body["error_code"] == "VALIDATION_ERROR"
         assert [d["field"] for d in body["details"]] in (["evnet_type"], ["debug"])
     assert http.get(f"{inbox.url}/inbox?event_type=x&limit=5&order=desc", headers=api_key.headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"event_type": "", "payload": {}}', "application/json", 400),
+        (b"not json", "application/json", 400),
+        (b'{"event_type": "x", "payload": {"a": 1, "a": 2}}', "application/json", 400),
+        (b'{"event_type": "x", "payload": {"p": "' + b"x" * (256 * 1024) + b'"}}', "application/json", 413),
+        (b"event_type=x", "text/plain", 415),
+    ],
+    ids=["invalid-field", "not-json", "duplicate-key", "payload-too-large", "wrong-content-type"],
+)
+def test_every_authenticated_ingest_answer_carries_the_rate_headers(
+    http: httpx.Client, ingest: Service, key_factory: Any, body: bytes, content_type: str, status: int
+) -> None:
+    """docs/api.md: the X-RateLimit-* headers are on every authenticated ingest answer, errors
+    included, also those refused before any token is taken (which leave the bucket full)."""
+    key = key_factory(rate_limit=60)
+    for path in ("/events", "/events/batch"):
+        sent = body if path == "/events" or status == 415 else b'{"events": [' + body + b"]}"
+        response = http.post(f"{ingest.url}{path}", content=sent, headers={**key.headers, "Content-Type": content_type})
+        assert response.status_code in (status, 207), (path, response.text)
+        assert response.headers["x-ratelimit-limit"] == "60"
+        assert response.headers["x-ratelimit-remaining"] == "60"  # a refused event costs no token
+        assert int(response.headers["x-ratelimit-reset"]) >= 0
+    unauthenticated = http.post(f"{ingest.url}/events", content=body, headers={"Content-Type": content_type})
+    assert unauthenticated.status_code == 401
