@@ -427,7 +427,9 @@ def dlq_replay(  # noqa: PLR0917 - click passes each option as a parameter
     """Send dead letters back to the events queue; replaying twice never duplicates an event.
 
     Outcome per message: replayed, would_replay (dry run), duplicate (already stored:
-    removed without resending), invalid (undecodable: left in place), skipped (filtered out).
+    removed without resending), invalid (undecodable: left in place), skipped (filtered out),
+    expired (events older than the event retention and not stored, which may have been
+    acknowledged and removed since: never resent, left in place).
     """
     settings = get_settings()
     chosen = ReplayFilter(event_type=event_type, older_than_s=older_than, newer_than_s=newer_than)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from botocore.exceptions import ClientError
 
 from shared.aws import AwsClients
 from shared.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
@@ -176,10 +177,14 @@ class DeadLetterQueue:
         dlq_url = await self._url(self._settings.dead_letter_queue)
         kept: list[DeadLetter] = []  # held until the end, so no batch returns them again
         set_apart: set[str] = set()  # dead letters this run made itself (expired events)
+        # Dead letters sent after the run began are left for the next run: a replayed event
+        # that fails again comes back as a new dead letter, which must not be replayed in a loop.
+        started_s = time.time()
         try:
             async for batch in self.receive(limit):
-                kept += [letter for letter in batch if letter.message_id in set_apart]
-                seen = report.outcomes.keys() | set_apart
+                later = [d for d in batch if d.message_id in set_apart or d.sent_at_s > started_s]
+                kept += later
+                seen = report.outcomes.keys() | {d.message_id for d in later}
                 fresh = [letter for letter in batch if letter.message_id not in seen]
                 if not fresh:
                     break  # the queue has come round again
@@ -231,12 +236,17 @@ class DeadLetterQueue:
         return plan
 
     async def _stored(self, event: QueuedEvent) -> bool:
-        response = await self._clients.dynamodb.get_item(
-            TableName=self._settings.events_table,
-            Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
-            ProjectionExpression="event_id",
-            ConsistentRead=True,
-        )
+        try:
+            response = await self._clients.dynamodb.get_item(
+                TableName=self._settings.events_table,
+                Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
+                ProjectionExpression="event_id",
+                ConsistentRead=True,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":
+                raise
+            return False  # a key DynamoDB refuses (an empty id) was never stored either
         return "Item" in response
 
 

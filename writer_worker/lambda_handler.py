@@ -3,8 +3,16 @@
 It shares the processing core with the long-running worker (``BatchProcessor``) and reports
 partial batch failures: only messages that must come back are listed in
 ``batchItemFailures`` (the mapping needs ``FunctionResponseTypes: [ReportBatchItemFailures]``);
-Lambda deletes the rest. A poison message is sent to the dead-letter queue with its reason
-and then reported as handled, exactly as the worker does.
+Lambda deletes the rest. A message whose envelope cannot be decoded is sent to the
+dead-letter queue with its reason and then reported as handled, and an event that can never
+be stored goes there alone while the rest of its message is stored, exactly as the worker does.
+
+Storage outages: the function cannot pause its event-source mapping, so it holds the batch
+within its own invocation instead: it probes storage (``STORAGE_PROBE``) and writes the held
+messages again while more than ``LAMBDA_RESERVE_S`` of its time remains, and only then
+reports them as failures. Each invocation then spends one receive per up to a function
+timeout of outage, where failing at once spent one per few seconds; docs/operations.md says
+how to size the function timeout and maxReceiveCount for the outages to ride out.
 
 Clients are opened on the first invocation and kept for the life of the execution
 environment (not at import time), on one event loop that outlives invocations.
@@ -16,20 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shared.aws import open_clients
 from shared.logging import configure_logging
+from shared.retry import STORAGE_PROBE
 from shared.settings import Settings, get_settings
 from writer_worker.dead_letters import DeadLetters
-from writer_worker.processor import BatchProcessor, Disposition, Received
+from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 from writer_worker.store import EventWriter
+
+# Time kept free at the end of an invocation for one more write and the answer.
+LAMBDA_RESERVE_S = 8.0
 
 
 @dataclass
 class _Resources:
     processor: BatchProcessor
+    writer: EventWriter
     dead_letters: DeadLetters
     stack: contextlib.AsyncExitStack
 
@@ -42,8 +56,11 @@ class LambdaWriter:
         self._runner = asyncio.Runner()
         self._resources: _Resources | None = None
 
-    def handle(self, event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
-        return self._runner.run(self._handle(event))
+    def handle(
+        self, event: dict[str, Any], remaining_s: Callable[[], float] = lambda: 0.0
+    ) -> dict[str, list[dict[str, str]]]:
+        """Process one invocation; ``remaining_s`` is the time it has left (none: fail at once)."""
+        return self._runner.run(self._handle(event, remaining_s))
 
     def close(self) -> None:
         if self._resources is not None:
@@ -56,14 +73,16 @@ class LambdaWriter:
             stack = contextlib.AsyncExitStack()
             clients = await stack.enter_async_context(open_clients(self._settings, pool_size=16))
             dlq_url = (await clients.sqs.get_queue_url(QueueName=self._settings.dead_letter_queue))["QueueUrl"]
+            writer = EventWriter(clients.dynamodb, self._settings)
             self._resources = _Resources(
-                processor=BatchProcessor(EventWriter(clients.dynamodb, self._settings)),
+                processor=BatchProcessor(writer),
+                writer=writer,
                 dead_letters=DeadLetters(clients.sqs, dlq_url),
                 stack=stack,
             )
         return self._resources
 
-    async def _handle(self, event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    async def _handle(self, event: dict[str, Any], remaining_s: Callable[[], float]) -> dict[str, list[dict[str, str]]]:
         resources = await self._open()
         received = [
             Received(
@@ -75,8 +94,10 @@ class LambdaWriter:
         ]
         by_id = {m.message_id: m for m in received}
         failures = []
-        for result in await resources.processor.process(received):
-            if result.disposition is Disposition.DONE:
+        for result in await self._process_riding_out_outages(resources, received, remaining_s):
+            if result.disposition is Disposition.DONE and await resources.dead_letters.send_rejected(
+                by_id[result.message_id], result
+            ):
                 continue
             if result.disposition is Disposition.POISON and await resources.dead_letters.send(
                 by_id[result.message_id], result
@@ -85,16 +106,37 @@ class LambdaWriter:
             failures.append({"itemIdentifier": result.message_id})
         return {"batchItemFailures": failures}
 
+    @staticmethod
+    async def _process_riding_out_outages(
+        resources: _Resources, received: list[Received], remaining_s: Callable[[], float]
+    ) -> list[MessageResult]:
+        """Process; while storage is unavailable and time remains, probe and write the held again."""
+        settled: dict[str, MessageResult] = {}
+        pending, level = received, 0
+        while pending:
+            for result in await resources.processor.process(pending):
+                settled[result.message_id] = result
+            waiting = {i for i, r in settled.items() if r.disposition is Disposition.WAIT}
+            pending = [m for m in pending if m.message_id in waiting]
+            while pending:
+                pause = STORAGE_PROBE.delay_s(level)
+                level += 1
+                if remaining_s() - pause < LAMBDA_RESERVE_S:
+                    return [settled[m.message_id] for m in received]
+                await asyncio.sleep(pause)
+                if await resources.writer.probe():
+                    break
+        return [settled[m.message_id] for m in received]
+
 
 _writer: LambdaWriter | None = None
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
     """Lambda entry point."""
-    del context  # unused: time limits are the mapping's batch window and the function timeout
     global _writer  # noqa: PLW0603 - one writer per execution environment, made on first use
     if _writer is None:
         settings = get_settings()
         configure_logging(settings.log_level, json=settings.log_json)
         _writer = LambdaWriter(settings)
-    return _writer.handle(event)
+    return _writer.handle(event, lambda: float(context.get_remaining_time_in_millis()) / 1000)

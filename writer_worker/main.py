@@ -23,14 +23,16 @@ async def run_writer(settings: Settings) -> None:
             events=(await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
             dead_letters=(await clients.sqs.get_queue_url(QueueName=settings.dead_letter_queue))["QueueUrl"],
         )
+        writer = EventWriter(clients.dynamodb, settings)
         worker = Worker(
             clients.sqs,
             urls,
-            BatchProcessor(EventWriter(clients.dynamodb, settings)),
+            BatchProcessor(writer),
             receivers=settings.writer_receivers,
             wait_time_s=settings.writer_wait_time_s,
             shutdown_grace_s=settings.writer_shutdown_grace_s,
             visibility_timeout_s=settings.queue_visibility_timeout_s,
+            probe=writer.probe,
         )
         tune_gc()
         loop = asyncio.get_running_loop()

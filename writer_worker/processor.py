@@ -1,7 +1,9 @@
 """The processing core shared by the long-running worker and the Lambda handler.
 
-A batch is handled message by message: each gets its own disposition, so one bad message
-never fails or retries its neighbours.
+A batch is handled message by message, and a message event by event: each message gets its
+own disposition, so one bad message never fails or retries its neighbours, and one event
+that can never be stored is set apart (``MessageResult.rejected``, dead-lettered alone by
+the caller) while every other event of its message is stored.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
+from shared.decoding import UNDECODABLE
 from shared.envelope import QueuedEvent, decode_message
 from shared.metrics import WRITER_BATCH_MESSAGES, WRITER_EVENTS, WRITER_LAG_SECONDS
 from writer_worker.store import EventResult, EventWriter, Outcome
@@ -22,9 +25,10 @@ log = structlog.get_logger()
 
 
 class Disposition(enum.StrEnum):
-    DONE = "done"  # everything it carries is stored: delete it
-    RETRY = "retry"  # something failed for now: let it come back
-    POISON = "poison"  # it can never be stored: dead-letter it, with the reason
+    DONE = "done"  # every event is stored, or rejected alone (``rejected``): delete it
+    RETRY = "retry"  # something about its events failed for now: let it come back later
+    WAIT = "wait"  # storage is unavailable (outage, throttling): hold it until storage answers
+    POISON = "poison"  # its envelope cannot be decoded: dead-letter it whole, with the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +39,19 @@ class Received:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """One event that can never be stored as it is, and why."""
+
+    event: QueuedEvent
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class MessageResult:
     message_id: str
     disposition: Disposition
     reason: str = ""
+    rejected: tuple[Rejected, ...] = ()  # with DONE: to dead-letter, each alone, before deleting
 
 
 class BatchProcessor:
@@ -52,7 +65,7 @@ class BatchProcessor:
         for message in messages:
             try:
                 decoded[message.message_id] = decode_message(message.body).events
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, *UNDECODABLE) as exc:
                 poisoned[message.message_id] = f"undecodable message: {exc}"
         events = [e for batch in decoded.values() for e in batch]
         results = await self._writer.write(events) if events else {}
@@ -70,14 +83,18 @@ class BatchProcessor:
     ) -> MessageResult:
         if message_id in poisoned:
             return MessageResult(message_id, Disposition.POISON, poisoned[message_id])
-        outcomes = [results[e.event_id] for e in decoded[message_id]]
-        rejected = [r.reason for r in outcomes if r.outcome is Outcome.REJECTED]
-        if rejected:
-            return MessageResult(message_id, Disposition.POISON, f"event rejected by storage: {rejected[0]}")
+        events = decoded[message_id]
+        outcomes = [results[e.event_id] for e in events]
+        waiting = [r.reason for r in outcomes if r.outcome is Outcome.UNAVAILABLE]
+        if waiting:
+            return MessageResult(message_id, Disposition.WAIT, waiting[0])
         retry = [r.reason for r in outcomes if r.outcome is Outcome.RETRY]
         if retry:
             return MessageResult(message_id, Disposition.RETRY, retry[0])
-        return MessageResult(message_id, Disposition.DONE)
+        rejected = tuple(
+            Rejected(e, r.reason) for e, r in zip(events, outcomes, strict=True) if r.outcome is Outcome.REJECTED
+        )
+        return MessageResult(message_id, Disposition.DONE, rejected=rejected)
 
 
 _EVENTS_BY_OUTCOME = {outcome: WRITER_EVENTS.labels(outcome.value) for outcome in Outcome}
@@ -112,7 +129,9 @@ def _log_batch(
         stored=counts.get(Outcome.STORED.value, 0),
         duplicates=counts.get(Outcome.DUPLICATE.value, 0),
         already_stored=counts.get(Outcome.ALREADY_STORED.value, 0),
+        rejected=counts.get(Outcome.REJECTED.value, 0),
         retry=dispositions.get(Disposition.RETRY.value, 0),
+        waiting=dispositions.get(Disposition.WAIT.value, 0),
         poison=dispositions.get(Disposition.POISON.value, 0),
         duration_ms=round(duration_s * 1000, 2),
         max_lag_ms=round(max(((now_us - e.received_at_us) / 1000 for e in events), default=0.0), 1),

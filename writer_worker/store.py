@@ -9,15 +9,20 @@ For a group of events, one TransactWriteItems call does, all or nothing:
 When the transaction is cancelled, its cancellation reasons say which events were already
 stored or were duplicates; the rest are written again. So every decision is atomic across
 any number of writer processes, and the counters move only with the events they count.
+
+Every event gets its own result: one that cannot be encoded, or that DynamoDB refuses
+(``ValidationException``), is ``REJECTED`` alone and the rest of its group is stored. A
+storage outage (unreachable, throttling, 5xx) is ``UNAVAILABLE``: nothing is wrong with the
+event, and the caller waits for storage rather than counting it against the message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import random
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +31,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.envelope import QueuedEvent
+from shared.lean_aws import RETRYABLE_CODES
+from shared.retry import CONFLICT_RETRY, retry_pending
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_add
 from shared.storage.layout import (
+    SEP,
     TRANSACTION_MAX_ITEMS,
     counter_id,
     dedup_id,
     inbox_pk,
+    inbox_position,
     inbox_shard,
     inbox_type_pk,
 )
@@ -43,11 +52,19 @@ log = structlog.get_logger()
 # items per event (event, claim), one counter update per account and per (account, type);
 # the byte budget keeps large payloads under the size limit.
 GROUP_MAX_BYTES = 3 * 1024 * 1024
-# Transactions cancelled by a conflict (two writers touching one counter shard at once) are
-# retried this many times, after a jittered pause growing from the base.
-CONFLICT_ATTEMPTS = 6
-CONFLICT_BACKOFF_BASE_S = 0.02
+# How long a dedup claim outlives its window: a copy received inside the window can still
+# arrive this much later (SQS keeps a message at most 14 days; a dead letter can be replayed
+# while its events are younger than the event retention, and then waits in the queue again),
+# and it must still meet the claim. TTL removes claims after that; the condition decides.
+SQS_MAX_RETENTION_S = 14 * 24 * 3600
+# A key no dedup claim can have (account ids never contain the separator at the start): the
+# storage probe checks that it does not exist, which reads nothing and writes nothing.
+PROBE_KEY = f"{SEP}writer-probe"
+# Cancellation reasons that say the storage is overloaded, not that an item is wrong.
+_THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 _US = 1_000_000
+# Moves of one late-committed event to a fresh position before giving up (_restamp).
+RESTAMP_ATTEMPTS = 3
 
 
 class Outcome(enum.StrEnum):
@@ -55,13 +72,29 @@ class Outcome(enum.StrEnum):
     ALREADY_STORED = "already_stored"  # this very event was stored before (redelivery)
     DUPLICATE = "duplicate"  # another event with its dedup key came first
     RETRY = "retry"  # not stored now; safe to try again later
+    UNAVAILABLE = "unavailable"  # storage did not answer (outage, throttling): wait for it
     REJECTED = "rejected"  # can never be stored as it is
+
+
+class _Role(enum.Enum):
+    EVENT = "event"
+    CLAIM = "claim"
+    COUNTER = "counter"
 
 
 @dataclass(frozen=True, slots=True)
 class _Claimed:
     event: QueuedEvent
     claim_id: str  # the dedup item this event claims
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One item of a transaction, with what it stands for: reasons map back by name."""
+
+    role: _Role
+    claimed: _Claimed | None  # None for counter updates
+    request: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,59 +105,171 @@ class EventResult:
 
 
 class EventWriter:
-    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
+    def __init__(
+        self, client: DynamoDBClient, settings: Settings, *, clock_us: Callable[[], int] | None = None
+    ) -> None:
         self._client = client
+        self._clock_us = clock_us or wall_clock_us  # the inbox position's stamp (event_item)
         self._events_table = settings.events_table
         self._dedup_table = settings.dedup_table
         self._counters_table = settings.counters_table
         self._window_us = settings.dedup_window_s * _US
         self._retention_s = settings.event_retention_s
+        self._claim_linger_s = settings.event_retention_s + SQS_MAX_RETENTION_S
         self._shards = ShardChooser(settings.counter_shards)
         self._inbox_shards = settings.inbox_shards
+        # An attempt that committed later than this after its stamp is re-stamped.
+        self._late_commit_us = settings.inbox_settle_ms * 1000 // 2
 
     async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
         """Store events exactly once; the result of each, by event id."""
         results: dict[str, EventResult] = {}
-        claims = [_Claimed(e, dedup_id(e.account_id, e.dedup_key())) for e in events]
+        claims = self._prepare(events, results)
         for round_ in _rounds(claims):
             for group in _groups(round_):
                 await self._write_group(group, results)
         return results
 
-    async def _write_group(self, group: list[_Claimed], results: dict[str, EventResult]) -> None:
-        pending = group
-        for attempt in range(CONFLICT_ATTEMPTS):
+    async def probe(self) -> bool:
+        """Does storage answer? One transactional check of a key that never exists."""
+        check = {
+            "ConditionCheck": {
+                "TableName": self._dedup_table,
+                "Key": {"dedup_id": {"S": PROBE_KEY}},
+                "ConditionExpression": "attribute_not_exists(dedup_id)",
+            }
+        }
+        try:
+            await self._client.transact_write_items(TransactItems=[check])  # type: ignore[list-item]
+        except (BotoCoreError, ClientError) as exc:
+            return not unavailable(exc)  # any other answer is storage answering
+        return True
+
+    def _prepare(self, events: list[QueuedEvent], results: dict[str, EventResult]) -> list[_Claimed]:
+        """Encode each event's items once, as a check: one that cannot be encoded is rejected alone.
+
+        The Put is built again for every attempt (``_transaction``): it is stamped then.
+        """
+        claims = []
+        for event in events:
             try:
-                await self._client.transact_write_items(TransactItems=self._transaction(pending))
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    _fail(pending, results, exc)
-                    return
+                self._event_put(event)
+                claims.append(_Claimed(event, dedup_id(event.account_id, event.dedup_key())))
+            except Exception as exc:  # noqa: BLE001 - pure encoding: whatever it raises is this event's fault
+                reason = f"event cannot be encoded: {type(exc).__name__}: {exc}"
+                results[event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
+        return claims
+
+    async def _write_group(self, group: list[_Claimed], results: dict[str, EventResult]) -> None:
+        # Each attempt leaves a provisional result on what it returns as pending, so what is
+        # still pending when the attempts run out already says why.
+        await retry_pending(CONFLICT_RETRY, group, lambda pending: self._attempt(pending, results))
+
+    async def _attempt(self, pending: list[_Claimed], results: dict[str, EventResult]) -> list[_Claimed]:
+        items = self._transaction(pending)
+        stamp_us = self._stamp(items)
+        try:
+            await self._client.transact_write_items(TransactItems=[i.request for i in items])  # type: ignore[misc]
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "TransactionCanceledException":
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
                 self._shards.cancelled(reasons, (c.event.account_id for c in pending))
-                pending = await self._resolve(pending, reasons, results)
-                if not pending:
-                    return
-                await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_BASE_S * 2**attempt))
-            except BotoCoreError as exc:
-                _fail(pending, results, exc)
-                return
-            else:
-                for claimed in pending:
-                    results[claimed.event.event_id] = EventResult(Outcome.STORED)
-                return
+                return await self._resolve(pending, items, reasons, results)
+            if code == "ValidationException" and not unavailable(exc):
+                await self._bisect(pending, results, exc)
+                return []
+            _unsettled(pending, results, exc)
+            return []
+        except BotoCoreError as exc:
+            _unsettled(pending, results, exc)
+            return []
         for claimed in pending:
-            results[claimed.event.event_id] = EventResult(Outcome.RETRY, reason="transaction conflicts persisted")
+            results[claimed.event.event_id] = EventResult(Outcome.STORED)
+        await self._settle_positions(items, stamp_us)
+        return []
+
+    def _stamp(self, items: list[_Item]) -> int:
+        """One inbox position stamp for the attempt: its events sit together, in event id order."""
+        stamp_us = self._clock_us()
+        for item in items:
+            if item.role is _Role.EVENT:
+                put = item.request["Put"]["Item"]
+                put["inbox_pos"] = {"S": inbox_position(stamp_us, put["event_id"]["S"])}
+        return stamp_us
+
+    async def _settle_positions(self, items: list[_Item], stamp_us: int) -> None:
+        """Re-stamp the events of an attempt that committed later than half the settle margin.
+
+        An inbox shows positions at least the margin old; a commit that came later than
+        that after its stamp may sit behind a cursor handed out meanwhile. A fresh position
+        is after every such cursor (docs/architecture.md, "Inbox: paging and counts").
+        """
+        if not self._late_commit_us or self._clock_us() - stamp_us <= self._late_commit_us:
+            return  # on time (a margin of 0 shows events at once: nothing to settle)
+        puts = [i.request["Put"]["Item"] for i in items if i.role is _Role.EVENT]
+        await asyncio.gather(*(self._restamp(put) for put in puts))
+
+    async def _restamp(self, put: dict[str, Any]) -> None:
+        """Move one event to a fresh position, if it is still undelivered where it was put.
+
+        A pager that saw it at its first position sees it once more: the one documented
+        repeat. If the move fails, the event stays where it is (a warning says so).
+        """
+        key = {"account_id": put["account_id"], "event_id": put["event_id"]}
+        old = put["inbox_pos"]["S"]
+        for _ in range(RESTAMP_ATTEMPTS):
+            stamp_us = self._clock_us()
+            new = inbox_position(stamp_us, put["event_id"]["S"])
+            try:
+                await self._client.update_item(
+                    TableName=self._events_table,
+                    Key=key,
+                    UpdateExpression="SET inbox_pos = :new",
+                    ConditionExpression="inbox_pos = :old AND attribute_exists(inbox_pk)",
+                    ExpressionAttributeValues={":new": {"S": new}, ":old": {"S": old}},
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    log.warning("restamp_failed", error=exc.response["Error"]["Code"])
+                return  # else acknowledged meanwhile: no longer in the inbox
+            except BotoCoreError as exc:
+                log.warning("restamp_failed", error=type(exc).__name__)
+                return
+            if self._clock_us() - stamp_us <= self._late_commit_us:
+                return
+            old = new  # this write was late too: move it once more
+        log.warning("restamp_failed", error="late_again")
+
+    async def _bisect(self, group: list[_Claimed], results: dict[str, EventResult], exc: ClientError) -> None:
+        """DynamoDB refused the whole call, naming no item: find the bad event by halving."""
+        if len(group) == 1:
+            message = exc.response["Error"].get("Message", "")
+            reason = f"refused by storage: ValidationException: {message}"
+            results[group[0].event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
+            return
+        half = len(group) // 2
+        for part in (group[:half], group[half:]):
+            await self._write_group(part, results)
 
     async def _resolve(
-        self, pending: list[_Claimed], reasons: list[dict[str, Any]], results: dict[str, EventResult]
+        self,
+        pending: list[_Claimed],
+        items: list[_Item],
+        reasons: list[dict[str, Any]],
+        results: dict[str, EventResult],
     ) -> list[_Claimed]:
         """Settle the events whose conditions failed; return those to write again."""
+        by_event: dict[str, dict[_Role, dict[str, Any]]] = {}
+        for item, reason in zip(items, reasons, strict=False):  # DynamoDB answers in item order
+            if item.claimed is not None:
+                by_event.setdefault(item.claimed.event.event_id, {})[item.role] = reason
+        throttled = any(r.get("Code") in _THROTTLE_REASONS for r in reasons)
         again, duplicates = [], []
-        for index, claimed in enumerate(pending):
+        for claimed in pending:
             event = claimed.event
-            stored_reason = reasons[2 * index] if 2 * index < len(reasons) else {}
-            claim_reason = reasons[2 * index + 1] if 2 * index + 1 < len(reasons) else {}
+            found = by_event.get(event.event_id, {})
+            stored_reason, claim_reason = found.get(_Role.EVENT, {}), found.get(_Role.CLAIM, {})
             if stored_reason.get("Code") == "ConditionalCheckFailed":
                 results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
             elif claim_reason.get("Code") == "ConditionalCheckFailed":
@@ -134,10 +279,15 @@ class EventWriter:
                 else:
                     duplicates.append((event, original))
             elif "ValidationError" in (stored_reason.get("Code"), claim_reason.get("Code")):
-                reason = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
-                results[event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
+                message = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
+                results[event.event_id] = EventResult(Outcome.REJECTED, reason=f"refused by storage: {message}")
             else:
                 again.append(claimed)
+                results[event.event_id] = (
+                    EventResult(Outcome.UNAVAILABLE, reason="throttled")
+                    if throttled
+                    else EventResult(Outcome.RETRY, reason="transaction conflicts persisted")
+                )
         for start in range(0, len(duplicates), TRANSACTION_MAX_ITEMS):
             await self._write_aliases(duplicates[start : start + TRANSACTION_MAX_ITEMS], results)
         return again
@@ -148,33 +298,36 @@ class EventWriter:
         One transaction for up to 100 aliases; an alias that already exists (the duplicate was
         delivered again) keeps its first target.
         """
-        pending = duplicates
-        for attempt in range(CONFLICT_ATTEMPTS):
+
+        async def attempt(pending: list[tuple[QueuedEvent, str]]) -> list[tuple[QueuedEvent, str]]:
             try:
-                items: list[Any] = [self._alias_put(e, o) for e, o in pending]
-                await self._client.transact_write_items(TransactItems=items)
+                await self._client.transact_write_items(TransactItems=[self._alias_put(e, o) for e, o in pending])  # type: ignore[misc]
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    break
+                    _unsettled_aliases(pending, results, exc)
+                    return []
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
-                existing = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
-                for index in existing:
-                    event, original = pending[index]
-                    results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
-                pending = [d for i, d in enumerate(pending) if i not in existing]
-                if not pending:
-                    return
-                await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_BASE_S * 2**attempt))
-            except BotoCoreError:
-                break
-            else:
-                for event, original in pending:
-                    results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
-                return
-        for event, _ in pending:
-            results[event.event_id] = EventResult(Outcome.RETRY, reason="alias not written")
+                again = []
+                for (event, original), reason in zip(pending, reasons, strict=False):  # one item per alias
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
+                    else:
+                        again.append((event, original))
+                        results[event.event_id] = EventResult(Outcome.RETRY, reason="alias not written")
+                return again
+            except BotoCoreError as exc:
+                _unsettled_aliases(pending, results, exc)
+                return []
+            for event, original in pending:
+                results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
+            return []
+
+        await retry_pending(CONFLICT_RETRY, duplicates, attempt)
 
     def _alias_put(self, event: QueuedEvent, original_id: str) -> dict[str, Any]:
+        # No TTL: an alias must resolve for as long as its original exists, and the original
+        # is kept until it has been acknowledged and its retention has passed, which the
+        # writer cannot know. An alias is about 100 bytes, one per duplicate that arrived.
         return {
             "Put": {
                 "TableName": self._events_table,
@@ -183,32 +336,32 @@ class EventWriter:
                     "event_id": {"S": event.event_id},
                     "alias_of": {"S": original_id},
                     "received_at_us": {"N": str(event.received_at_us)},
-                    "expires_at": {"N": str(event.received_at_us // _US + self._retention_s)},
                 },
                 "ConditionExpression": "attribute_not_exists(event_id)",
             }
         }
 
-    def _transaction(self, claims: list[_Claimed]) -> list[Any]:
-        items: list[Any] = []
+    def _transaction(self, claims: list[_Claimed]) -> list[_Item]:
+        items: list[_Item] = []
         for claimed in claims:
-            items.append({"Put": self._event_put(claimed.event)})
-            items.append({"Put": self._claim_put(claimed)})
+            items.append(_Item(_Role.EVENT, claimed, {"Put": self._event_put(claimed.event)}))
+            items.append(_Item(_Role.CLAIM, claimed, {"Put": self._claim_put(claimed)}))
         events = [c.event for c in claims]
         by_account = Counter(e.account_id for e in events)
         by_type = Counter((e.account_id, e.event_type) for e in events)
         shard = self._shards.shard(by_account)
         for account, count in by_account.items():
-            items.append({"Update": counter_add(self._counters_table, counter_id(account), shard, count)})
+            update = counter_add(self._counters_table, counter_id(account), shard, count)
+            items.append(_Item(_Role.COUNTER, None, {"Update": update}))
         for (account, event_type), count in by_type.items():
-            counter = counter_id(account, event_type)
-            items.append({"Update": counter_add(self._counters_table, counter, shard, count)})
+            update = counter_add(self._counters_table, counter_id(account, event_type), shard, count)
+            items.append(_Item(_Role.COUNTER, None, {"Update": update}))
         return items
 
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
         return {
             "TableName": self._events_table,
-            "Item": event_item(event, self._inbox_shards),
+            "Item": event_item(event, self._inbox_shards, self._clock_us()),
             "ConditionExpression": "attribute_not_exists(event_id)",
         }
 
@@ -221,8 +374,9 @@ class EventWriter:
                 "dedup_id": {"S": claimed.claim_id},
                 "event_id": {"S": event.event_id},
                 "window_ends_us": {"N": str(window_ends_us)},
-                # TTL only tidies up; the condition below, not TTL, decides duplicates.
-                "expires_at": {"N": str(window_ends_us // _US + 1)},
+                # TTL only tidies up; the condition below, not TTL, decides duplicates. It
+                # outlives the window by as long as a copy received inside it can arrive.
+                "expires_at": {"N": str(window_ends_us // _US + self._claim_linger_s)},
             },
             "ConditionExpression": "attribute_not_exists(dedup_id) OR window_ends_us <= :received",
             "ExpressionAttributeValues": {":received": {"N": str(event.received_at_us)}},
@@ -230,9 +384,19 @@ class EventWriter:
         }
 
 
-def event_item(event: QueuedEvent, inbox_shards: int = 1) -> dict[str, Any]:
-    """An undelivered event as stored: in both inbox indexes until it is acknowledged."""
+def wall_clock_us() -> int:
+    return time.time_ns() // 1000
+
+
+def event_item(event: QueuedEvent, inbox_shards: int = 1, stamp_us: int | None = None) -> dict[str, Any]:
+    """An undelivered event as stored: in the inbox indexes until it is acknowledged.
+
+    ``inbox_pos`` is the writer's clock at this attempt (``stamp_us``, default now), not the
+    time of receipt: what decides where a forward pager finds the event is when it was stored.
+    The 0.2 indexes (keyed on ``event_id``) read the same item, so a 0.2 inbox keeps working.
+    """
     shard = inbox_shard(event.event_id, inbox_shards)
+    stamp_us = wall_clock_us() if stamp_us is None else stamp_us
     item: dict[str, Any] = {
         "account_id": {"S": event.account_id},
         "event_id": {"S": event.event_id},
@@ -242,17 +406,42 @@ def event_item(event: QueuedEvent, inbox_shards: int = 1) -> dict[str, Any]:
         "delivered": {"BOOL": False},
         "inbox_pk": {"S": inbox_pk(event.account_id, shard)},
         "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type, shard)},
+        "inbox_pos": {"S": inbox_position(stamp_us, event.event_id)},
     }
     if event.request_id:
         item["request_id"] = {"S": event.request_id}
     return item
 
 
-def _fail(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:
+def unavailable(exc: Exception) -> bool:
+    """Is this a storage outage (unreachable, throttling, 5xx), not something about the items?"""
+    if isinstance(exc, BotoCoreError):
+        return True  # connection refused or reset, timeouts
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or exc.response["Error"]["Code"] in RETRYABLE_CODES
+    return False
+
+
+def _failure(exc: Exception) -> EventResult:
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-    log.warning("store_failed", error=code, events=len(claims))
+    return EventResult(Outcome.UNAVAILABLE if unavailable(exc) else Outcome.RETRY, reason=code)
+
+
+def _unsettled(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:
+    result = _failure(exc)
+    log.warning("store_failed", error=result.reason, events=len(claims))
     for claimed in claims:
-        results[claimed.event.event_id] = EventResult(Outcome.RETRY, reason=code)
+        results[claimed.event.event_id] = result
+
+
+def _unsettled_aliases(
+    duplicates: list[tuple[QueuedEvent, str]], results: dict[str, EventResult], exc: Exception
+) -> None:
+    result = _failure(exc)
+    log.warning("alias_failed", error=result.reason, events=len(duplicates))
+    for event, _ in duplicates:
+        results[event.event_id] = result
 
 
 def _rounds(events: list[_Claimed]) -> Iterator[list[_Claimed]]:

@@ -1,8 +1,14 @@
 """The long-running writer: long-poll SQS, process, delete only what is stored.
 
+Storage outages cost time, not receives: when a batch meets an outage (DynamoDB unreachable,
+throttling, 5xx), the worker keeps that batch hidden (heartbeat), closes its storage gate so
+that no receiver takes more messages, probes storage with one cheap call after each pause of
+the ``STORAGE_PROBE`` policy (shared/retry.py), and once it answers writes the held messages
+again. A message's receive count then counts its own failures, not the outage's length.
+
 Shutdown (SIGTERM/SIGINT): stop receiving, let in-flight batches finish within
-``writer_shutdown_grace_s``, make what is still unfinished visible again at once, and log
-one summary line.
+``writer_shutdown_grace_s``, make what is still unfinished (or held) visible again at once,
+and log one summary line.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
 from shared.aws import AWS_REQUESTS
+from shared.retry import STORAGE_PROBE, BackoffPolicy
 from writer_worker.dead_letters import DeadLetters
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 
@@ -42,6 +50,68 @@ class QueueUrls:
     dead_letters: str
 
 
+async def _always_up() -> bool:
+    return True
+
+
+class StorageGate:
+    """Open while storage answers; closed, receivers wait and one task probes it.
+
+    The backoff level is kept across probes and resets only when a write succeeds, so storage
+    that answers the probe but still refuses writes (throttling on one partition) is tried
+    less and less often rather than in a tight loop.
+    """
+
+    def __init__(self, probe: Callable[[], Awaitable[bool]], policy: BackoffPolicy, stopping: asyncio.Event) -> None:
+        self._probe = probe
+        self._policy = policy
+        self._stopping = stopping
+        self._open = asyncio.Event()
+        self._open.set()
+        self._level = 0
+        self._prober: asyncio.Task[None] | None = None
+        self.outages = 0
+
+    def close(self, reason: str) -> None:
+        """A write met an outage: stop receiving until the probe says storage answers."""
+        if self._open.is_set():
+            self._open.clear()
+            self.outages += 1
+            log.warning("storage_unavailable", reason=reason, backoff_level=self._level)
+            self._prober = asyncio.create_task(self._probe_until_up(), name="storage-probe")
+
+    def succeeded(self) -> None:
+        self._level = 0
+
+    async def wait_open(self) -> bool:
+        """True at once while open; closed, wait until storage answers (True) or shutdown (False)."""
+        if self._open.is_set():
+            return True
+        opened = asyncio.ensure_future(self._open.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({opened, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()
+        stopping.cancel()
+        return self._open.is_set() and not self._stopping.is_set()
+
+    async def aclose(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+
+    async def _probe_until_up(self) -> None:
+        started = time.monotonic()
+        probes = 0
+        while not self._stopping.is_set():
+            await self._policy.pause(self._level)
+            self._level += 1
+            probes += 1
+            if await self._probe():
+                break
+        log.info("storage_available", waited_s=round(time.monotonic() - started, 1), probes=probes)
+        self._open.set()
+
+
 class Worker:
     def __init__(
         self,
@@ -53,6 +123,8 @@ class Worker:
         wait_time_s: int,
         shutdown_grace_s: float,
         visibility_timeout_s: int,
+        probe: Callable[[], Awaitable[bool]] = _always_up,
+        probe_policy: BackoffPolicy = STORAGE_PROBE,
     ) -> None:
         self._sqs = sqs
         self._urls = urls
@@ -63,6 +135,7 @@ class Worker:
         self._wait_time_s = wait_time_s
         self._grace_s = shutdown_grace_s
         self._stopping = asyncio.Event()
+        self._gate = StorageGate(probe, probe_policy, self._stopping)
         self._in_flight: dict[str, str] = {}  # receipt handle -> message id
         self.totals: Counter[str] = Counter()
 
@@ -78,18 +151,20 @@ class Worker:
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
+        await self._gate.aclose()
         released = await self._release_in_flight()
         log.info(
             "writer_stopped",
             uptime_s=round(time.monotonic() - started, 1),
             unfinished_batches=len(unfinished),
             released_messages=released,
+            storage_outages=self._gate.outages,
             messages=dict(self.totals),
             aws_requests=dict(AWS_REQUESTS),
         )
 
     async def _receive_loop(self) -> None:
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and await self._gate.wait_open():
             messages = await self._receive()
             if not messages:
                 continue
@@ -125,9 +200,10 @@ class Worker:
     async def _handle(self, messages: list[dict[str, Any]]) -> None:
         handles = {m["MessageId"]: m["ReceiptHandle"] for m in messages}
         self._in_flight.update({h: i for i, h in handles.items()})
-        cancelled = False
+        held = list(handles.values())  # what the heartbeat keeps hidden; shrinks as messages settle
+        heartbeat = asyncio.create_task(self._keep_hidden(held))
         try:
-            received = [
+            pending = [
                 Received(
                     message_id=m["MessageId"],
                     body=m["Body"],
@@ -135,38 +211,52 @@ class Worker:
                 )
                 for m in messages
             ]
-            heartbeat = asyncio.create_task(self._keep_hidden(list(handles.values())))
-            try:
-                results = await self._processor.process(received)
-            finally:
-                heartbeat.cancel()
-            await self._settle(received, results, handles)
-        except asyncio.CancelledError:
-            cancelled = True  # shutdown ran out of time: run() gives these messages back
+            # Messages that met a storage outage stay here, hidden, until storage answers;
+            # on shutdown they stay in _in_flight and run() gives them back.
+            while pending and await self._gate.wait_open():
+                results = await self._processor.process(pending)
+                waiting = {r.message_id for r in results if r.disposition is Disposition.WAIT}
+                settled = [r for r in results if r.disposition is not Disposition.WAIT]
+                await self._settle(pending, settled, handles)
+                for result in settled:
+                    held.remove(handles[result.message_id])
+                    self._in_flight.pop(handles[result.message_id], None)
+                if not waiting:
+                    self._gate.succeeded()
+                    break
+                self.totals["held_for_storage"] += len(waiting)
+                self._gate.close(next(r.reason for r in results if r.disposition is Disposition.WAIT))
+                pending = [m for m in pending if m.message_id in waiting]
+        except Exception:
+            for handle in held:  # not settled: they come back after their visibility timeout
+                self._in_flight.pop(handle, None)
             raise
         finally:
-            if not cancelled:
-                for handle in handles.values():
-                    self._in_flight.pop(handle, None)
+            heartbeat.cancel()
 
     async def _keep_hidden(self, handles: list[str]) -> None:
         """Renew the visibility timeout of a batch for as long as it is being processed."""
         while True:
             await asyncio.sleep(self._visibility_s * HEARTBEAT_FRACTION)
-            await self._change_visibility(handles, self._visibility_s)
+            await self._change_visibility(list(handles), self._visibility_s)
             self.totals["visibility_extended"] += 1
 
     async def _settle(self, received: list[Received], results: list[MessageResult], handles: dict[str, str]) -> None:
         by_id = {m.message_id: m for m in received}
-        done = [r.message_id for r in results if r.disposition is Disposition.DONE]
+        done = []
         for result in results:
             self.totals[result.disposition.value] += 1
-            if result.disposition is Disposition.POISON and await self._dead_letters.send(
-                by_id[result.message_id], result
-            ):
-                done.append(result.message_id)
+            message = by_id[result.message_id]
+            if result.disposition is Disposition.DONE:
+                # Rejected events go to the DLQ alone first; if that fails the message stays,
+                # comes back, and its stored events are recognised as already stored.
+                if await self._dead_letters.send_rejected(message, result):
+                    done.append(result.message_id)
+            elif result.disposition is Disposition.POISON:
+                if await self._dead_letters.send(message, result):
+                    done.append(result.message_id)
             elif result.disposition is Disposition.RETRY:
-                await self._retry_later(handles[result.message_id], by_id[result.message_id].receive_count)
+                await self._retry_later(handles[result.message_id], message.receive_count)
         await self._delete([handles[i] for i in done])
 
     async def _retry_later(self, handle: str, receive_count: int) -> None:

@@ -10,6 +10,7 @@ the end of the run.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections import Counter
@@ -44,11 +45,12 @@ class Rig:
         return services[index]
 
 
-@pytest.fixture(scope="module")
-def rig(stack: Stack) -> Iterator[Rig]:
-    # Short visibility: a killed writer's messages come back quickly. A high receive count:
-    # the outages here are short, and nothing should reach the dead-letter queue.
-    own = private_stack(stack, queue_visibility_timeout_s="4", queue_max_receive_count="50")
+@contextlib.contextmanager
+def open_rig(
+    stack: Stack, *, edges: int, writers: int, edge_env: dict[str, str] | None = None, **overrides: str
+) -> Iterator[Rig]:
+    """Edges and writers of a stack of their own, behind faulty links; an inbox that checks."""
+    own = private_stack(stack, **overrides)
     moto = own.settings.aws_endpoint_url or ""
     with FaultyLink(moto) as sqs, FaultyLink(moto) as dynamodb:
         link_env = {
@@ -62,8 +64,8 @@ def rig(stack: Stack) -> Iterator[Rig]:
             key=make_key(own),
             sqs=sqs,
             dynamodb=dynamodb,
-            edges=[start_service(own, "ingest", link_env) for _ in range(2)],
-            writers=[start_service(own, "writer", link_env) for _ in range(2)],
+            edges=[start_service(own, "ingest", {**link_env, **(edge_env or {})}) for _ in range(edges)],
+            writers=[start_service(own, "writer", link_env) for _ in range(writers)],
             inbox=start_service(own, "inbox"),  # reads moto directly: it checks, it is not under test
             link_env=link_env,
         )
@@ -73,9 +75,17 @@ def rig(stack: Stack) -> Iterator[Rig]:
             processes.stop([s.process for s in (*rig.edges, *rig.writers, rig.inbox)])
 
 
-def stream_through(rig: Rig, fault: str, inject: Callable[[Producer], None]) -> FaultSummary:
+@pytest.fixture(scope="module")
+def rig(stack: Stack) -> Iterator[Rig]:
+    # Short visibility: a killed writer's messages come back quickly. A high receive count:
+    # the outages here are short, and nothing should reach the dead-letter queue.
+    with open_rig(stack, edges=2, writers=2, queue_visibility_timeout_s="4", queue_max_receive_count="50") as opened:
+        yield opened
+
+
+def stream_through(rig: Rig, fault: str, inject: Callable[[Producer], None], per_second: float = 150) -> FaultSummary:
     """Stream events, inject the fault, heal, then check the inbox against what was answered."""
-    producer = Producer([e.url for e in rig.edges], rig.key.key, fault)
+    producer = Producer([e.url for e in rig.edges], rig.key.key, fault, per_second)
     with producer:
         time.sleep(LEAD_IN_S)
         inject(producer)
@@ -142,3 +152,27 @@ def test_ingest_edges_restarted(rig: Rig) -> None:
 
     summary = stream_through(rig, "ingest-restarted", restart_edges)
     assert summary.refused_other > 0  # requests did meet the restarts
+
+
+# The writer's retry delays after 1 and 2 receives (1 s, 2 s) sum to 3 s: with a receive count
+# of 2, a writer that kept receiving through this outage would dead-letter healthy messages.
+OUTAGE_S = 6.0
+
+
+def test_dynamodb_unreachable_longer_than_the_retry_delays_dead_letters_nothing(stack: Stack) -> None:
+    # The edge keeps its verified key for the whole outage, so events keep flowing into the
+    # queue while the writer cannot store them.
+    edge_env = {"TRIGGERS_KEY_CACHE_TTL_S": "120"}
+    with open_rig(
+        stack, edges=1, writers=1, edge_env=edge_env, queue_visibility_timeout_s="4", queue_max_receive_count="2"
+    ) as strict:
+
+        def cut_dynamodb(_: Producer) -> None:
+            strict.dynamodb.set_mode("down")
+            time.sleep(OUTAGE_S)
+            strict.dynamodb.set_mode("pass")
+
+        # stream_through: every 2xx stored once, exact count, and the dead-letter queue empty.
+        # A slower stream: the backlog the outage leaves is what the writer then has to store.
+        summary = stream_through(strict, "dynamodb-down-long", cut_dynamodb, per_second=60)
+    assert summary.refused_503 == 0  # the edge took events all through the outage: the writer met them

@@ -16,6 +16,7 @@ from shared.envelope import QueuedEvent
 from shared.errors import NotFound
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
+from shared.storage.layout import dedup_id
 from tests.conftest import Stack
 from writer_worker.store import EventWriter, Outcome
 
@@ -141,3 +142,52 @@ async def test_another_accounts_event_is_not_found(data_stack: Stack, clients: A
     acks = Acknowledger(clients.dynamodb, data_stack.settings)
     assert await acks.ack(stranger, [stored.event_id]) == {stored.event_id: AckOutcome.NOT_FOUND}
     assert await inbox.count(owner, None) == 1
+
+
+async def test_an_event_storage_refuses_is_rejected_alone(data_stack: Stack, clients: AwsClients) -> None:
+    writer = EventWriter(clients.dynamodb, data_stack.settings)
+    inbox = InboxStore(clients.dynamodb, data_stack.settings)
+    account = new_account_id()
+    good = [event(account, b'{"g": %d}' % i) for i in range(5)]
+    empty_key = msgspec.structs.replace(event(account, b'{"e": 1}'), account_id="")  # ValidationException
+    not_json = event(account, b'{"s": "\\ud800"}')  # a lone surrogate: no canonical form
+    too_large = event(account, b'{"pad": "' + b"x" * 420_000 + b'"}')  # over the 400 KB item limit
+    batch = [good[0], empty_key, good[1], not_json, good[2], too_large, good[3], good[4]]
+    results = await writer.write(batch)
+    assert {e.event_id: results[e.event_id].outcome for e in good} == {e.event_id: Outcome.STORED for e in good}
+    for bad in (empty_key, not_json, too_large):
+        assert results[bad.event_id].outcome is Outcome.REJECTED
+        assert results[bad.event_id].reason
+    assert results[not_json.event_id].reason.startswith("event cannot be encoded")
+    assert await inbox.count(account, None) == 5
+    assert await inbox.count(account, "t") == 5
+    for stored in good:
+        assert bytes((await inbox.get(account, stored.event_id)).payload) == bytes(stored.payload)
+    with pytest.raises(NotFound):
+        await inbox.get(account, too_large.event_id)
+
+
+async def test_claims_and_aliases_last_as_long_as_a_copy_can_arrive(data_stack: Stack, clients: AwsClients) -> None:
+    """TTL would remove a claim or alias too early: the values written must outlive every copy."""
+    settings = data_stack.settings
+    writer = EventWriter(clients.dynamodb, settings)
+    account = new_account_id()
+    first, copy = event(account, key="ttl"), event(account, b'{"other": 1}', key="ttl")
+    await writer.write([first])
+    assert (await writer.write([copy]))[copy.event_id].outcome is Outcome.DUPLICATE
+    claim = (
+        await clients.dynamodb.get_item(
+            TableName=settings.dedup_table, Key={"dedup_id": {"S": dedup_id(account, first.dedup_key())}}
+        )
+    )["Item"]
+    window_ends_s = (first.received_at_us + settings.dedup_window_s * 1_000_000) // 1_000_000
+    # A copy received inside the window may wait in SQS (14 days at most), be dead-lettered,
+    # and be replayed while it is younger than the event retention: the claim outlives all that.
+    assert int(claim["expires_at"]["N"]) >= window_ends_s + settings.event_retention_s + 14 * 24 * 3600
+    alias = (
+        await clients.dynamodb.get_item(
+            TableName=settings.events_table, Key={"account_id": {"S": account}, "event_id": {"S": copy.event_id}}
+        )
+    )["Item"]
+    assert alias["alias_of"]["S"] == first.event_id
+    assert "expires_at" not in alias  # the original has no TTL until acknowledged: neither has its alias

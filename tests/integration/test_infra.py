@@ -171,3 +171,24 @@ def test_the_load_balancer_routes_no_admin_port_and_checks_readiness_there() -> 
     for service in _of_type(resources, "AWS::ECS::Service").values():
         for balancer in service.get("LoadBalancers", []):
             assert balancer["ContainerPort"] in admin_of
+
+
+def _writer_env(services: dict[str, Any]) -> list[dict[str, Any]]:
+    """The writer's environment, as the ECS task and as the Lambda function (name -> value)."""
+    task = services["Resources"]["WriterTask"]["Properties"]["ContainerDefinitions"][0]["Environment"]
+    function = services["Resources"]["WriterFunction"]["Properties"]["Environment"]["Variables"]
+    return [{e["Name"]: e["Value"] for e in task}, dict(function)]
+
+
+def test_the_writer_gets_the_queues_own_visibility_timeout() -> None:
+    """Its heartbeat renews a batch every third of the timeout it believes the queue has."""
+    data, _ = decode_str((ROOT / "infra" / "data.yaml").read_text())
+    services, _ = decode_str((ROOT / "infra" / "services.yaml").read_text())
+    assert data["Resources"]["EventsQueue"]["Properties"]["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
+    exported = data["Outputs"]["VisibilityTimeoutSeconds"]
+    assert exported["Value"] == {"Ref": "VisibilityTimeoutSeconds"}
+    assert exported["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-VisibilityTimeoutSeconds"}
+    for env in _writer_env(services):
+        assert env["TRIGGERS_QUEUE_VISIBILITY_TIMEOUT_S"] == {
+            "Fn::ImportValue": {"Fn::Sub": "${DataStackName}-VisibilityTimeoutSeconds"}
+        }

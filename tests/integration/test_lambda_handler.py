@@ -14,7 +14,7 @@ import pytest
 
 from inbox_api.store import InboxStore
 from shared.aws import open_clients
-from shared.envelope import QueuedEvent, encode_message
+from shared.envelope import QueuedEvent, decode_message, encode_message
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
 from shared.settings import settings_from_env
@@ -120,3 +120,27 @@ def test_records_that_cannot_be_stored_now_are_reported_as_failures(own: Stack) 
     finally:
         writer.close()
     assert answer == {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records]}
+
+
+def test_one_event_storage_refuses_is_dead_lettered_alone_and_the_rest_stored(
+    own: Stack, lambda_writer: LambdaWriter
+) -> None:
+    mine, other = new_account_id(), new_account_id()
+    now_us = time.time_ns() // 1000
+    refused = QueuedEvent(  # an empty key: DynamoDB answers ValidationException for the whole call
+        event_id=new_event_id(now_us // 1000),
+        account_id="",
+        event_type="lambda",
+        payload=msgspec.Raw(b'{"bad": 1}'),
+        received_at_us=now_us,
+    )
+    good = [decode_message(message(account, n)).events[0] for n, account in enumerate([mine, other, mine])]
+    shared_message = record(encode_message([good[0], refused, good[1], good[2]]))
+    assert lambda_writer.handle({"Records": [shared_message]}) == {"batchItemFailures": []}
+    assert count(own, mine) == 2
+    assert count(own, other) == 1
+    (dead,) = dead_letters(own)
+    assert [e.event_id for e in decode_message(dead["Body"]).events] == [refused.event_id]
+    reason = dead["MessageAttributes"]["failure_reason"]["StringValue"]
+    assert reason.startswith("refused by storage: ValidationException")
+    assert dead["MessageAttributes"]["source_message_id"]["StringValue"] == shared_message["messageId"]

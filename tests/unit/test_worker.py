@@ -1,4 +1,5 @@
-"""The long-running worker's lifecycle: heartbeats for slow batches, bounded graceful shutdown."""
+"""The long-running worker's lifecycle: heartbeats for slow batches, bounded graceful shutdown,
+and storage outages that cost time rather than receives."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from shared.retry import BackoffPolicy
 from writer_worker.processor import Disposition, MessageResult, Received
 from writer_worker.worker import QueueUrls, Worker
 
@@ -99,3 +101,93 @@ async def test_shutdown_lets_a_batch_that_finishes_in_time_complete() -> None:
     running.stop()
     await asyncio.wait_for(task, timeout=5)
     assert sqs.deleted == ["h0"]
+
+
+class OutageProcessor:
+    """Storage is down for the first ``outage`` attempts: those messages must wait, not fail."""
+
+    def __init__(self, outage: int) -> None:
+        self.outage = outage
+        self.attempts = 0
+
+    async def process(self, messages: list[Received]) -> list[MessageResult]:
+        self.attempts += 1
+        disposition = Disposition.WAIT if self.attempts <= self.outage else Disposition.DONE
+        return [MessageResult(m.message_id, disposition, "EndpointConnectionError") for m in messages]
+
+
+class CountingSqs(FakeSqs):
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.receives = 0
+        self.single_visibility: list[int] = []
+
+    async def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.receives += 1
+        return await super().receive_message(**kwargs)
+
+    async def change_message_visibility(self, **kwargs: Any) -> dict[str, Any]:
+        self.single_visibility.append(kwargs["VisibilityTimeout"])
+        return {}
+
+
+class Probe:
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls = 0
+
+    async def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls > self.fails
+
+
+FAST_PROBE = BackoffPolicy("test", base_s=0.01, cap_s=0.02)
+
+
+async def test_a_storage_outage_holds_the_batch_and_stops_receiving_until_storage_answers() -> None:
+    sqs, probe = CountingSqs(2), Probe(fails=3)
+    running = Worker(
+        sqs,  # type: ignore[arg-type]
+        QueueUrls("events", "dlq"),
+        OutageProcessor(outage=2),  # type: ignore[arg-type]
+        receivers=2,
+        wait_time_s=20,
+        shutdown_grace_s=5,
+        visibility_timeout_s=1,
+        probe=probe,
+        probe_policy=FAST_PROBE,
+    )
+    task = asyncio.create_task(running.run())
+    for _ in range(200):
+        if sqs.deleted:
+            break
+        await asyncio.sleep(0.01)
+    running.stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert sorted(sqs.deleted) == ["h0", "h1"]  # stored once storage answered, then deleted
+    assert sqs.single_visibility == []  # never handed back to spend another receive
+    assert probe.calls == 5  # failed three times, then answered; the second outage probed once
+    # One receive per receiver before the outage, one more for the loop that then took nothing.
+    assert sqs.receives <= 4
+
+
+async def test_shutdown_during_an_outage_gives_the_held_messages_back() -> None:
+    sqs = CountingSqs(3)
+    running = Worker(
+        sqs,  # type: ignore[arg-type]
+        QueueUrls("events", "dlq"),
+        OutageProcessor(outage=1_000),  # type: ignore[arg-type]
+        receivers=1,
+        wait_time_s=20,
+        shutdown_grace_s=5,
+        visibility_timeout_s=30,
+        probe=Probe(fails=1_000_000),
+        probe_policy=FAST_PROBE,
+    )
+    task = asyncio.create_task(running.run())
+    await asyncio.sleep(0.2)
+    running.stop()
+    await asyncio.wait_for(task, timeout=5)
+    assert sqs.deleted == []
+    assert sqs.visibility[-1] == [("h0", 0), ("h1", 0), ("h2", 0)]  # visible again at once
+    assert sqs.receives == 1
