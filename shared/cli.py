@@ -23,7 +23,7 @@ from shared.key_store import DynamoKeyStore
 from shared.keys import KeyRecord, KeyStatus, Scope
 from shared.resources import ensure_resources
 from shared.settings import Settings, field_docs, get_settings, inbox_cursor_secret
-from shared.storage.migrate import migrate_counters
+from shared.storage.migrate import migrate_counters, migrate_inbox_positions
 
 T = TypeVar("T")
 SERVICE_START_TIMEOUT_S = 30.0
@@ -71,6 +71,19 @@ def migrate_counters_command() -> None:
     settings = get_settings()
     carried = _with_clients(settings, lambda c: migrate_counters(settings, c))
     click.echo(f"{carried} counters carried over from {settings.legacy_counters_table}")
+
+
+@main.command("migrate-inbox-positions")
+def migrate_inbox_positions_command() -> None:
+    """Give the undelivered events stored by 0.2 an inbox position (idempotent, resumable).
+
+    Run it after every writer runs 0.3 and before the inboxes are upgraded: a 0.3 inbox pages
+    on positions and does not show events without one. Prints its progress; run it again
+    after an interruption to finish. docs/operations.md, "Upgrading".
+    """
+    settings = get_settings()
+    stamped = _with_clients(settings, lambda c: migrate_inbox_positions(settings, c, report=click.echo))
+    click.echo(f"{stamped} undelivered events given an inbox position")
 
 
 # --- run ---------------------------------------------------------------------------------
