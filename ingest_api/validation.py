@@ -24,6 +24,8 @@ import json
 import re
 from typing import Any
 
+import msgspec
+
 from shared.errors import ErrorDetail
 
 MAX_DEPTH = 128
@@ -78,11 +80,40 @@ def check_event_text(text: str, raw: bytes, payload: bytes, prefix: str) -> Erro
     is already checked), ``payload`` the payload's bytes."""
     if too_deep(payload):
         return ErrorDetail(f"{prefix}.payload", f"Nested deeper than {MAX_DEPTH} levels.")
+    if _surely_fine(raw):
+        return None
     try:
         _checker.decode(text)
     except (_Refused, ValueError, RecursionError):
         return locate(raw, prefix)
     return None
+
+
+def _surely_fine(raw: bytes) -> bool:
+    """A fast proof that the exact pass would find nothing (False: run it, it decides).
+
+    msgspec decodes (floats through ``_checked_float``) and encodes again, about three times
+    faster than the standard library's scanner. Duplicates: every member of the text has one
+    colon, and so does every colon inside a string; msgspec writes colons as they are. So,
+    unless an escape could stand for a colon (``\\u003a``), the text and its re-encoding have
+    as many colons as each other exactly when no member was dropped as a duplicate. Integers
+    beyond the digit bound show as a long run of digits.
+    """
+    try:
+        value = _fast_checker.decode(raw)
+    except (_Refused, ValueError):
+        return False
+    return (
+        raw.count(b":") == _encoder.encode(value).count(b":")
+        and b"u003" not in raw
+        and _LONG_DIGITS not in raw.translate(_DIGITS_ONLY)
+    )
+
+
+_fast_checker: msgspec.json.Decoder[Any] = msgspec.json.Decoder(float_hook=_checked_float)
+_encoder = msgspec.json.Encoder()
+_DIGITS_ONLY = bytes(48 if b in b"0123456789" else 32 for b in range(256))  # digits -> "0", others -> " "
+_LONG_DIGITS = b"0" * (MAX_NUMBER_DIGITS + 1)
 
 
 _STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)

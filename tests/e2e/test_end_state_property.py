@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Service
-from tests.e2e.end_state import Post, expected_payload, post_all, settled_inbox
+from tests.e2e.end_state import Post, expected_payload, post_all, settled_inbox, warm_up
 
 EXAMPLES = int(os.environ.get("TRIGGERS_END_STATE_EXAMPLES", "25"))
 LIMIT = 256 * 1024
@@ -113,6 +113,8 @@ def test_every_answer_tells_what_became_of_the_event(
     http: httpx.Client, ingest: Service, inbox: Service, writer: Service, key_factory: Any
 ) -> None:
     producer, bystander = key_factory(), key_factory()
+    warm_up(http, ingest, producer)
+    warm_up(http, ingest, bystander)
     accepted: dict[str, bytes] = {}  # event id -> payload as the inbox must return it
     bystanders: list[str] = []
     counter = itertools.count()

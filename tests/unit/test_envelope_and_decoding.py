@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest_api import validation
 from ingest_api.schemas import EventIn
 from ingest_api.service import IngestService, sqs_safe
 from shared.decoding import decode_json
@@ -251,3 +252,22 @@ def test_numbers_within_the_bounds_and_deep_payloads_at_the_limit_are_taken() ->
         b'{"s": "' + "\uffff".encode() * 40_000 + b'"}',  # 240,000 bytes once escaped
     ):
         service.parse_event(b'{"event_type": "t", "payload": ' + payload + b"}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(_raw_payloads)
+def test_the_fast_check_never_passes_what_the_exact_pass_refuses(payload: bytes) -> None:
+    """The edge's shortcut (msgspec and colon counts) may only say yes when the exact pass
+    (the standard library's scanner with hooks) finds no duplicate key and no number out of bounds."""
+    body = b'{"event_type": "t", "payload": ' + payload + b"}"
+    try:
+        body.decode()
+        validation._checker.decode(body.decode())
+    except (ValueError, RecursionError, validation._Refused):
+        exact_ok = False
+    else:
+        exact_ok = True
+    if validation._surely_fine(body):
+        assert exact_ok, body
+    for duplicated in (b'{"a": 1, "a": 1}', b'{"x": {"k": "a:b", "k": "a:b"}}'):
+        assert not validation._surely_fine(b'{"event_type": "t", "payload": ' + duplicated + b"}")
