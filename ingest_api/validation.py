@@ -2,10 +2,11 @@
 stored and read back: by SQS, by the writer's canonical form, by DynamoDB and by consumers.
 
 msgspec has already checked the syntax (it keeps ``payload`` as raw bytes, so it checks
-neither UTF-8 inside them nor anything about their values). One more pass over the text
-with the standard library's C scanner checks, in one go: UTF-8 anywhere, duplicate keys in
-any object, and numbers within bounds. It costs about 12 µs per KiB. Only a refused event
-pays for the second, slower pass that finds the offending field.
+neither UTF-8 inside them nor anything about their values). The caller checks UTF-8 of the
+whole text; this module checks duplicate keys in any object, numbers within bounds and
+nesting. A msgspec pass proves most events clean (``_surely_fine``, about 8 µs for a 0.7 KB
+event here); the standard library's scanner with hooks (about twice that) decides the rest,
+and only a refused event pays for the slow pass that finds the offending field.
 
 Bounds, and why:
 - numbers: at most ``MAX_NUMBER_DIGITS`` digits before the exponent, an exponent of at most
