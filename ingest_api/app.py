@@ -13,11 +13,11 @@ from litestar.response.base import ASGIResponse
 
 from ingest_api import openapi
 from ingest_api.batcher import SqsBatcher
-from ingest_api.body import BodyDeadlines
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
 from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
+from shared.body import BodyDeadlines
 from shared.decoding import decode_json, require_json
 from shared.errors import AppError, RateLimited
 from shared.http import (
@@ -224,7 +224,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan(settings)],
         on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        # The edge reads its bodies itself (ingest_api/body.py, same limits); this guards any other route.
+        # The edge reads its bodies itself (shared/body.py, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,  # the document is written out: shared/openapi.py
         logging_config=None,  # shared.logging owns logging: one JSON renderer for everything

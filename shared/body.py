@@ -6,8 +6,7 @@ sweeper, which fails reads older than the deadline with 408 once a second. One t
 all reads: ``asyncio.timeout`` per request costs about 8 µs here, the register/unregister
 pair well under one.
 
-Both services use it (the ingest edge still imports its own copy, ingest_api/body.py, the
-same code: to be folded into this one).
+Both HTTP services read their bodies through it.
 """
 
 from __future__ import annotations
