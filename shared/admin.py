@@ -2,12 +2,15 @@
 
 The public listener (the one the load balancer routes) serves the API and /status only;
 metrics and readiness tell an outsider which dependencies are down and how busy the
-service is, so they are answered here, on ``TRIGGERS_ADMIN_PORT``, which the load balancer
-reaches only for its health checks and nothing routes to. The server runs on the service
-worker's own event loop, so /ready checks the same AWS clients the requests use.
+service is, so they are answered here, on ``TRIGGERS_ADMIN_HOST``:``TRIGGERS_ADMIN_PORT``,
+which the load balancer reaches only for its health checks and nothing routes to. The
+server runs on the service worker's own event loop, so /ready checks the same AWS clients
+the requests use.
 
 A minimal HTTP/1.x server: read one request head (bounded in size and time), answer, close
-the connection. Scrapers and health checks send nothing else.
+the connection. Scrapers and health checks send nothing else. It shares the worker's file
+descriptors and loop with the public listener, so it holds at most ``MAX_CONNECTIONS`` at
+once and closes any beyond at once: idle connections cannot starve the API.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import structlog
 log = structlog.get_logger()
 
 MAX_HEAD_BYTES = 8 * 1024
-HEAD_TIMEOUT_S = 5.0
+HEAD_TIMEOUT_S = 2.0  # a scraper or health check sends its head at once
+WRITE_TIMEOUT_S = 5.0  # a client that does not read its answer does not hold a slot longer
+MAX_CONNECTIONS = 32
+NO_ANSWER = 0  # the status logged for a connection closed without an answer
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_BAD_REQUEST = b'{"status":400,"error_code":"BAD_REQUEST","message":"Not an HTTP/1 request head."}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +46,11 @@ Route = Callable[[], Awaitable[Answer]]
 
 
 class AdminServer:
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(self, routes: dict[str, Route], max_connections: int = MAX_CONNECTIONS) -> None:
         self._routes = routes
         self._server: asyncio.Server | None = None
+        self._max_connections = max_connections
+        self._open = 0
 
     @property
     def port(self) -> int | None:
@@ -51,9 +60,9 @@ class AdminServer:
         return port
 
     async def start(self, host: str, port: int) -> None:
-        # reuse_port: with several server workers each binds the port and the kernel spreads
-        # scrapes over them (each worker has its own registry: run one worker per container).
-        self._server = await asyncio.start_server(self._handle, host, port, reuse_port=True, limit=MAX_HEAD_BYTES)
+        """Listen; OSError (EADDRINUSE...) if the port cannot be had. No SO_REUSEPORT: a second
+        process on the same port (another service, a stale one) must fail, not share it."""
+        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD_BYTES)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -62,20 +71,38 @@ class AdminServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self._max_connections:
+            # Closed unanswered and unlogged: a flood of connections would be a flood of lines.
+            writer.transport.abort()
+            return
+        self._open += 1
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.perf_counter()
         method = path = ""
-        status = 400
+        status = NO_ANSWER
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
-            method, path = _request_line(head)
-            answer = await self._answer(method, path)
-            status = answer.status
-            writer.write(_encode(answer, include_body=method != "HEAD"))
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
-            pass  # a head that is too slow, too long or not HTTP: the connection just closes
+            try:
+                method, path = _request_line(head)
+            except ValueError:
+                answer = Answer(400, _BAD_REQUEST)
+            else:
+                answer = await self._answer(method, path)
+            status = await _send(writer, answer, include_body=method != "HEAD")
+        except asyncio.LimitOverrunError:  # a head over MAX_HEAD_BYTES
+            status = await _send(writer, Answer(400, _BAD_REQUEST), include_body=True)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass  # too slow, or the client went away: nothing to answer
         finally:
-            writer.close()
+            if status == NO_ANSWER:
+                writer.transport.abort()  # nothing more to send: no lingering close
+            else:
+                writer.close()
             log.info(
                 "admin_request",
                 method=method[:16],
@@ -93,11 +120,21 @@ class AdminServer:
         return await route()
 
 
+async def _send(writer: asyncio.StreamWriter, answer: Answer, *, include_body: bool) -> int:
+    """Write ``answer``; its status, or NO_ANSWER if the client did not take it in time."""
+    writer.write(_encode(answer, include_body=include_body))
+    try:
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+    except (TimeoutError, ConnectionError):
+        return NO_ANSWER
+    return answer.status
+
+
 def _request_line(head: bytes) -> tuple[str, str]:
     """Method and path (query dropped) of a request head; ValueError if it is not HTTP/1."""
     line = head.split(b"\r\n", 1)[0].decode("latin-1")
     method, target, version = line.split(" ")
-    if not version.startswith("HTTP/1."):
+    if not version.startswith("HTTP/1.") or not method.isalpha():
         raise ValueError("not HTTP/1")
     return method, target.split("?", 1)[0]
 
@@ -111,3 +148,36 @@ def _encode(answer: Answer, *, include_body: bool) -> bytes:
         *(f"{name}: {value}" for name, value in answer.headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (answer.body if include_body else b"")
+
+
+class SharedCheck:
+    """One readiness check at a time, its outcome reused for ``ttl_s``.
+
+    /ready is unauthenticated and each check is an AWS call: without this, every health
+    check, scrape or flood of /ready would be one more call, from the same connection pool
+    the API's requests use.
+    """
+
+    def __init__(
+        self, check: Callable[[], Awaitable[Answer]], ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._check = check
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._last: tuple[float, Answer] | None = None
+        self._running: asyncio.Future[Answer] | None = None
+
+    async def __call__(self) -> Answer:
+        if self._last is not None and self._clock() - self._last[0] < self._ttl_s:
+            return self._last[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run())
+        return await asyncio.shield(self._running)
+
+    async def _run(self) -> Answer:
+        try:
+            answer = await self._check()
+            self._last = (self._clock(), answer)
+            return answer
+        finally:
+            self._running = None

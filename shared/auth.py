@@ -6,12 +6,19 @@ entry is trusted for ``ttl_s``; after that the record is read again (status, sco
 limit can change) and bcrypt runs again only if the stored hash changed. So a revoked key
 stops working within ``ttl_s``, and ``last_used_at`` is written once per key per period
 rather than per request.
+
+A key not in the cache is what a guess looks like, so it pays first: one of its client's
+failure tokens (``auth_failures_per_minute``) before anything else, and a slot among the
+checks running at once (two per client, ``default_checks_per_process()`` in all). No slot
+is a 429 at once, not a wait: bcrypt's thread pool is shared, and a queue there would hold
+up the first check of every other key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,6 +47,19 @@ class _Entry:
     expires_at: float
 
 
+# bcrypt checks (a key store read, then bcrypt) one client may have running at once, and
+# the floor of the process's own cap: beyond either the request gets 429 at once rather than
+# a place in the thread pool's queue, where a flood would hold up every other key's check.
+CHECKS_PER_CLIENT = 2
+MIN_CHECKS_PER_PROCESS = 4
+
+
+def default_checks_per_process() -> int:
+    """Twice the CPUs (bcrypt releases the GIL), and always above one client's share, so a
+    single address can never take every slot."""
+    return max(MIN_CHECKS_PER_PROCESS, 2 * (os.cpu_count() or 1))
+
+
 class Authenticator:
     def __init__(
         self,
@@ -49,6 +69,8 @@ class Authenticator:
         max_entries: int,
         dummy_rounds: int = 12,
         failures_per_minute: int = 30,
+        checks_per_client: int = CHECKS_PER_CLIENT,
+        checks_per_process: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -62,6 +84,10 @@ class Authenticator:
         self._background: set[asyncio.Task[None]] = set()
         self._failures = RateLimiter(clock=clock)
         self._failures_per_minute = failures_per_minute
+        self._checks_per_client = checks_per_client
+        self._checks_per_process = checks_per_process or default_checks_per_process()
+        self._checks: dict[str, int] = {}  # client -> checks running now
+        self._checks_running = 0
 
     async def authenticate(self, authorization: str | None, scope: Scope, client: str = "") -> KeyRecord:
         """The key's record if ``authorization`` carries a valid key allowed ``scope``.
@@ -69,15 +95,17 @@ class Authenticator:
         The verified-key cache comes first: a key this process verified is served whatever
         its client's address did, so one bad client behind a shared address (a NAT, a
         corporate proxy) cannot lock out keys already in use there. Only a key not in the
-        cache faces the lock-out: a ``client`` that failed too often lately gets 429 before
-        any lookup or bcrypt. Every malformed, unknown or wrong key counts as a failure.
+        cache faces the lock-out: it takes one of its ``client``'s failure tokens before it
+        is even parsed (given back once the key proves right), so concurrent guesses cannot
+        all pass a check made before any of them failed. Every malformed, unknown or wrong
+        key counts as a failure.
         """
         try:
-            record = await self._verify(_bearer_token(authorization), client)
+            key = _bearer_token(authorization)
         except Unauthenticated:
-            if client:
-                self._failures.take(client, self._failures_per_minute)
+            self._count_failure(client)
             raise
+        record = await self._verify(key, client)
         if record.status is not KeyStatus.ACTIVE:
             raise Forbidden(f"This API key is {record.status.value}.")
         if scope not in record.scopes:
@@ -92,18 +120,54 @@ class Authenticator:
             _CACHE_HIT.inc()
             return entry.record
         _CACHE_MISS.inc()
-        # An expired entry still proves the caller holds a key verified here (same sha256):
-        # its refresh is one read, no bcrypt unless the hash changed, so it skips the lock-out.
-        if entry is None and client:
-            wait_s = self._failures.blocked_for(client, self._failures_per_minute)
-            if wait_s:
-                raise RateLimited(wait_s)
+        if entry is not None:
+            return await self._refresh(key, fingerprint, entry, client)
+        return await self._first_check(key, fingerprint, client)
+
+    async def _refresh(self, key: str, fingerprint: bytes, entry: _Entry, client: str) -> KeyRecord:
+        """An expired entry still proves the caller holds a key verified here (same sha256):
+        its refresh is one read, no bcrypt unless the hash changed, so it skips the lock-out.
+        A refresh that fails (key deleted, hash changed) drops the entry: the key faces the
+        lock-out from then on, like any other."""
         parsed = parse_key(key)
-        if parsed is None:  # checked before any lookup or bcrypt: the shape is cheap
-            raise Unauthenticated("The API key is malformed.")
+        try:
+            if parsed is None:  # cannot happen for a key once verified; said for the type checker
+                raise Unauthenticated("The API key is malformed.")
+            return await self._shared_load(fingerprint, parsed, entry, client, capped=False)
+        except Unauthenticated:
+            if self._cache.get(fingerprint) is entry:
+                del self._cache[fingerprint]
+            self._count_failure(client)
+            raise
+
+    async def _first_check(self, key: str, fingerprint: bytes, client: str) -> KeyRecord:
+        """A key not in the cache: one failure token first, then shape, read and bcrypt."""
+        if client:
+            decision = self._failures.take(client, self._failures_per_minute)
+            if not decision.allowed:
+                raise RateLimited(decision.retry_after_s)
+        try:
+            parsed = parse_key(key)
+            if parsed is None:  # checked before any lookup or bcrypt: the shape is cheap
+                raise Unauthenticated("The API key is malformed.")
+            record = await self._shared_load(fingerprint, parsed, None, client, capped=True)
+        except Unauthenticated:
+            raise  # the token stays spent: this was a failure
+        except BaseException:
+            self._give_back(client)  # refused for load, or the key store is down: not a guess
+            raise
+        self._give_back(client)
+        return record
+
+    async def _shared_load(
+        self, fingerprint: bytes, parsed: ParsedKey, entry: _Entry | None, client: str, *, capped: bool
+    ) -> KeyRecord:
+        """Concurrent checks of one key share the first one's result."""
         pending = self._pending.get(fingerprint)
         if pending is not None:
             return await asyncio.shield(pending)
+        if capped:
+            self._claim_check(client)
         future: asyncio.Future[KeyRecord] = asyncio.get_running_loop().create_future()
         self._pending[fingerprint] = future
         try:
@@ -118,6 +182,31 @@ class Authenticator:
             return record
         finally:
             del self._pending[fingerprint]
+            if capped:
+                self._release_check(client)
+
+    def _claim_check(self, client: str) -> None:
+        """A slot for one read-and-bcrypt, or 429 at once (never a queue)."""
+        if self._checks_running >= self._checks_per_process or self._checks.get(client, 0) >= self._checks_per_client:
+            raise RateLimited(1)
+        self._checks_running += 1
+        self._checks[client] = self._checks.get(client, 0) + 1
+
+    def _release_check(self, client: str) -> None:
+        self._checks_running -= 1
+        left = self._checks[client] - 1
+        if left:
+            self._checks[client] = left
+        else:
+            del self._checks[client]
+
+    def _count_failure(self, client: str) -> None:
+        if client:
+            self._failures.take(client, self._failures_per_minute)
+
+    def _give_back(self, client: str) -> None:
+        if client:
+            self._failures.give_back(client, self._failures_per_minute)
 
     async def _load(self, parsed: ParsedKey, previous: _Entry | None) -> KeyRecord:
         try:

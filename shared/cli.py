@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -95,6 +96,7 @@ def run() -> None:
 
 
 ADMIN_PORT_OFFSET = 1000  # default admin port: the public port + this (8000 -> 9000)
+MAX_PORT = 65535
 
 
 def _serve(factory: str, port: int | None, default_port: int, workers: int, admin_port: int | None) -> None:
@@ -104,10 +106,35 @@ def _serve(factory: str, port: int | None, default_port: int, workers: int, admi
     public = port or default_port
     if admin_port is None:
         admin_port = settings.admin_port if settings.admin_port is not None else public + ADMIN_PORT_OFFSET
+    if admin_port:
+        _check_admin_port(settings.admin_host, admin_port, workers)
     # The server workers read it from the environment they inherit (shared/http.py).
     os.environ["TRIGGERS_ADMIN_PORT"] = str(admin_port)
     get_settings.cache_clear()
     serving.serve(factory, settings.host, public, workers)
+
+
+def _check_admin_port(host: str, port: int, workers: int) -> None:
+    """Say what is wrong with the admin port before any server process starts.
+
+    Several workers would each bind it (and each has its own metrics, readiness and
+    lock-outs, so an answer would speak for one of them at random): a worker per process,
+    more processes behind the load balancer. A port taken by another process (another
+    service, a stale one) is an error, never shared (shared/admin.py binds without
+    SO_REUSEPORT); the worker checks again when it binds and logs the same.
+    """
+    if not 0 < port <= MAX_PORT:
+        raise click.UsageError(f"admin port {port} is out of range (1-{MAX_PORT}); pass --admin-port (0: none)")
+    if workers > 1:
+        raise click.UsageError("--workers above 1 needs --admin-port 0: run more processes instead (one worker each)")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"admin port {host}:{port} cannot be used ({exc.strerror}); pass another --admin-port (0: none)"
+            ) from None
 
 
 _ADMIN_PORT_HELP = (
@@ -226,8 +253,8 @@ async def _prepare(settings: Settings, clients: AwsClients) -> str:
 def _print_tour(settings: Settings, key: str) -> None:
     ingest = f"http://{settings.host}:{settings.ingest_port}"
     inbox = f"http://{settings.host}:{settings.inbox_port}"
-    admin_ingest = f"http://{settings.host}:{settings.ingest_port + ADMIN_PORT_OFFSET}"
-    admin_inbox = f"http://{settings.host}:{settings.inbox_port + ADMIN_PORT_OFFSET}"
+    admin_ingest = f"http://{settings.admin_host}:{settings.ingest_port + ADMIN_PORT_OFFSET}"
+    admin_inbox = f"http://{settings.admin_host}:{settings.inbox_port + ADMIN_PORT_OFFSET}"
     auth = f'-H "Authorization: Bearer {key}"'
     click.echo(
         f"""

@@ -24,7 +24,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from shared import processes
-from shared.admin import AdminServer, Answer
+from shared.admin import AdminServer, Answer, SharedCheck
 from shared.errors import AppError, ErrorDetail, ValidationError
 from shared.gc_tuning import tune_gc
 from shared.ids import sanitize_request_id
@@ -345,11 +345,28 @@ def _admin_server(app: Litestar, ready_check: ReadyCheck) -> AdminServer:
         body, content_type = exposition()
         return Answer(200, body, content_type)
 
-    return AdminServer({"/status": status, "/ready": ready, "/metrics": metrics})
+    return AdminServer({"/status": status, "/ready": SharedCheck(ready, READY_CACHE_S), "/metrics": metrics})
+
+
+# How long one readiness outcome answers every /ready: a health check every few seconds
+# sees a fresh one, a flood of /ready makes one AWS call a second.
+READY_CACHE_S = 1.0
 
 
 async def _start_admin(admin: AdminServer) -> None:
-    """Listen on TRIGGERS_ADMIN_PORT (set by `triggers run`); unset or 0: no admin listener."""
+    """Listen on TRIGGERS_ADMIN_HOST:TRIGGERS_ADMIN_PORT (set by `triggers run`); unset or 0:
+    no admin listener. A port that cannot be had stops the worker, with a log line saying
+    why (the server itself logs nothing): a service whose health check cannot answer must
+    not serve as if nothing were wrong."""
     settings = get_settings()
     if settings.admin_port:
-        await admin.start(settings.host, settings.admin_port)
+        try:
+            await admin.start(settings.admin_host, settings.admin_port)
+        except OSError as exc:
+            log.error(
+                "admin_listener_failed",
+                host=settings.admin_host,
+                port=settings.admin_port,
+                error=exc.strerror or type(exc).__name__,
+            )
+            raise

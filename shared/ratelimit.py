@@ -81,6 +81,16 @@ class RateLimiter:
             retry_after_s=0 if allowed else max(1, math.ceil((count - bucket.tokens) / rate)),
         )
 
+    def give_back(self, key_id: str, per_minute: int, count: int = 1) -> None:
+        """Return ``count`` tokens taken for something that turned out not to count (never
+        above capacity)."""
+        bucket = self._buckets.get(key_id)
+        if bucket is not None:
+            capacity = self._capacity(per_minute)
+            now = self._clock()
+            bucket.tokens = min(float(capacity), _refilled(bucket, capacity, now) + count)
+            bucket.updated_at = now
+
     def _capacity(self, per_minute: int) -> int:
         """This process's share of a per-minute limit (at least one token)."""
         return max(1, round(per_minute * self._share))

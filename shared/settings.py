@@ -180,8 +180,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _doc(
             "HMAC secret that signs inbox cursors (16 characters or more). Set the same value on "
-            "every inbox instance. Unset, the inbox starts only against a local AWS endpoint "
-            "(loopback address), with a public default."
+            "every inbox instance. Unset (or a value published in this repository), the inbox "
+            "starts only when its DynamoDB endpoint and TRIGGERS_HOST are both loopback addresses."
         ),
     ] = ""
     inbox_requests_per_minute: Annotated[
@@ -213,6 +213,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "from --admin-port, default the service's port + 1000; 0: none."
         ),
     ] = None
+    admin_host: Annotated[
+        str,
+        _doc(
+            "Address the admin listener binds to. Loopback by default, whatever TRIGGERS_HOST is: "
+            "a load balancer's health check or a scraper on another host needs it set (the "
+            "services template sets 0.0.0.0, its security group admitting the load balancer only)."
+        ),
+    ] = "127.0.0.1"
     log_level: Annotated[str, _doc("Lowest log level written (DEBUG, INFO, WARNING...).")] = "INFO"
     log_json: Annotated[bool, _doc("JSON log lines (true) or human-readable console (false).")] = True
 
@@ -252,17 +260,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 # would let anyone forge cursors of a real deployment.
 LOCAL_CURSOR_SECRET = "local-development-cursor-secret"  # noqa: S105 - documented local default
 MIN_CURSOR_SECRET_CHARS = 16
+# Every value this repository ever showed as a cursor secret: refused like an unset one.
+PUBLISHED_CURSOR_SECRETS = frozenset({LOCAL_CURSOR_SECRET, "change-me-for-anything-but-local-use"})
 
 
 def is_local_endpoint(url: str | None) -> bool:
     """Whether ``url`` names this machine (loopback); None (real AWS) is not local."""
     if not url:
         return False
-    host = urlsplit(url).hostname or ""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback; 0.0.0.0 is not."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -275,17 +289,24 @@ def inbox_cursor_secret(settings: Settings) -> str:
     start says what is wrong at once.
     """
     secret = settings.cursor_secret
-    if secret and secret != LOCAL_CURSOR_SECRET:
+    if secret and secret not in PUBLISHED_CURSOR_SECRETS:
         if len(secret) < MIN_CURSOR_SECRET_CHARS:
             raise SystemExit(
                 f"invalid configuration: TRIGGERS_CURSOR_SECRET needs {MIN_CURSOR_SECRET_CHARS} characters or more"
             )
         return secret
-    if is_local_endpoint(settings.dynamodb_endpoint_url or settings.aws_endpoint_url):
-        return LOCAL_CURSOR_SECRET
+    # Local use is where no one else can reach the inbox nor its data: both the DynamoDB
+    # endpoint and the address the inbox listens on are this machine's. A local endpoint
+    # alone is not enough: an inbox on 0.0.0.0 next to DynamoDB Local still serves the network.
+    if is_local_endpoint(settings.dynamodb_endpoint_url or settings.aws_endpoint_url) and is_loopback_host(
+        settings.host
+    ):
+        return secret or LOCAL_CURSOR_SECRET
+    what = "is one published in this repository" if secret else "is not set"
     raise SystemExit(
-        "invalid configuration: set TRIGGERS_CURSOR_SECRET (the same random value on every inbox "
-        "instance); only a local AWS endpoint may run without one"
+        f"invalid configuration: TRIGGERS_CURSOR_SECRET {what}; set a random value of "
+        f"{MIN_CURSOR_SECRET_CHARS} characters or more (the same on every inbox instance). Only an "
+        "inbox whose DynamoDB endpoint and TRIGGERS_HOST are both loopback may run without one"
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -346,6 +347,46 @@ def test_a_bad_client_behind_a_shared_address_does_not_lock_out_verified_keys(
     page = http.get(f"{inbox.url}/inbox", headers=good.headers).json()
     assert {e["event_id"]: e["payload"] for e in page["events"]} == ids
     assert http.get(f"{inbox.url}/inbox", headers=newcomer.headers).json()["total_undelivered"] == 0
+
+
+def test_concurrent_guesses_from_one_address_get_no_more_checks_than_its_budget(
+    http: httpx.Client, inbox: Service, strict_edges: tuple[Service, Service], key_factory: Callable[..., ApiKey]
+) -> None:
+    """60 distinct well-formed keys at once from one address: at most its 3 failures reach
+    the key store and bcrypt (401); every other one is 429 before any check. A key no one
+    verified yet, sent at the same moment from another address, is served and stored."""
+    edge, _ = strict_edges
+    newcomer = key_factory()
+    attacker = f"198.18.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+
+    async def burst() -> tuple[list[httpx.Response], httpx.Response]:
+        limits = httpx.Limits(max_connections=70)
+        async with httpx.AsyncClient(base_url=edge.url, timeout=30.0, limits=limits) as client:
+
+            def guess() -> Awaitable[httpx.Response]:
+                token = f"trg_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+                headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": attacker}
+                return client.post("/events", json=EVENT, headers=headers)
+
+            legit_headers = {**newcomer.headers, "X-Forwarded-For": "198.19.0.1"}
+            answers = await asyncio.gather(
+                *(guess() for _ in range(30)),
+                client.post("/events", json={"event_type": "burst", "payload": {"n": 7}}, headers=legit_headers),
+                *(guess() for _ in range(30)),
+            )
+        return [*answers[:30], *answers[31:]], answers[30]
+
+    guesses, legit = asyncio.run(burst())
+    codes = [a.status_code for a in guesses]
+    assert set(codes) <= {401, 429}, codes
+    assert codes.count(401) <= 3, codes
+    refused = [a for a in guesses if a.status_code == 429]
+    assert all(a.json()["error_code"] == "RATE_LIMITED" and int(a.headers["retry-after"]) >= 1 for a in refused)
+    assert legit.status_code == 202, legit.text
+    event_id = legit.json()["event_id"]
+    assert wait_until(lambda: http.get(f"{inbox.url}/inbox", headers=newcomer.headers).json()["total_undelivered"] == 1)
+    page = http.get(f"{inbox.url}/inbox", headers=newcomer.headers).json()
+    assert [(e["event_id"], e["payload"]) for e in page["events"]] == [(event_id, {"n": 7})]
 
 
 # --- the inbox's own limits --------------------------------------------------------------------

@@ -8,7 +8,7 @@ import re
 import httpx
 
 from shared import processes
-from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, start_service, wait_until
+from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, run_triggers, start_service, wait_until
 
 
 def value(text: str, name: str) -> float:
@@ -106,3 +106,21 @@ def test_made_up_methods_and_paths_add_no_series(http: httpx.Client, ingest: Ser
         others_before = sum(v for labels, v in before.items() if 'method="OTHER"' in labels)
         assert others - others_before == 40
         assert not any(f'method="M{n}"' in labels for n in range(40) for labels in after)
+
+
+def test_an_admin_port_that_cannot_be_had_stops_the_service_with_a_reason(stack: Stack, ingest: Service) -> None:
+    """Another service's admin port, a port past 65535, several workers on one admin port:
+    each refused before serving, saying why (the second would otherwise share the port, or
+    serve with no admin listener at all)."""
+    taken = ingest.admin_url.rsplit(":", 1)[1]
+    public = str(processes.free_port())
+    for args, wanted in (
+        (["--port", public, "--admin-port", taken], f"127.0.0.1:{taken} cannot be used"),
+        (["--port", "65000"], "admin port 66000 is out of range"),
+        (["--port", public, "--workers", "2"], "--workers above 1 needs --admin-port 0"),
+    ):
+        refused = run_triggers(stack, "run", "ingest", *args, check=False)
+        assert refused.returncode != 0, args
+        assert wanted in refused.stderr, (args, refused.stderr)
+    # The service that holds the port still answers on it, for itself.
+    assert httpx.get(f"{ingest.admin_url}/ready").status_code == 200

@@ -126,7 +126,7 @@ def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {name: r["Properties"] for name, r in resources.items() if r["Type"] == kind}
 
 
-def test_the_public_listener_is_https_and_plain_http_only_redirects() -> None:
+def test_the_public_listener_is_https_and_plain_http_is_refused_with_the_error_shape() -> None:
     resources = _services()
     listeners = _of_type(resources, "AWS::ElasticLoadBalancingV2::Listener")
     https = [p for p in listeners.values() if p["Protocol"] == "HTTPS"]
@@ -138,16 +138,58 @@ def test_the_public_listener_is_https_and_plain_http_only_redirects() -> None:
     assert https[0]["SslPolicy"] == {"Ref": "SslPolicy"}
     template, _ = decode_str((ROOT / "infra" / "services.yaml").read_text())
     assert template["Parameters"]["SslPolicy"]["Default"].startswith("ELBSecurityPolicy-TLS13-")
-    (redirect,) = plain[0]["DefaultActions"]
-    assert redirect["Type"] == "redirect"
-    assert redirect["RedirectConfig"]["Protocol"] == "HTTPS"
-    assert redirect["RedirectConfig"]["Port"] == "443"
-    assert redirect["RedirectConfig"]["StatusCode"] == "HTTP_301"
+    # Port 80 neither forwards nor redirects (a 301 turns POST into GET and keeps clients
+    # sending keys in clear): a 403 in the contract's error shape.
+    assert plain[0]["Port"] == 80
+    (refusal,) = plain[0]["DefaultActions"]
+    assert refusal["Type"] == "fixed-response"
+    config = refusal["FixedResponseConfig"]
+    assert config["StatusCode"] == "403"
+    assert config["ContentType"] == "application/json"
+    assert json.loads(config["MessageBody"]) == {
+        "status": 403,
+        "error_code": "HTTPS_REQUIRED",
+        "message": "Use https://",
+        "details": [],
+        "correlation_id": "",
+    }
     # Every rule that forwards hangs on the HTTPS listener; nothing forwards plain HTTP.
     https_name = next(name for name, p in listeners.items() if p["Protocol"] == "HTTPS")
     for rule in _of_type(resources, "AWS::ElasticLoadBalancingV2::ListenerRule").values():
         assert rule["ListenerArn"] == {"Ref": https_name}
     assert template["Outputs"]["Url"]["Value"]["Fn::Sub"].startswith("https://")
+
+
+def test_the_tasks_admit_the_load_balancer_only_and_no_address_reaches_an_admin_port() -> None:
+    resources = _services()
+    groups = _of_type(resources, "AWS::EC2::SecurityGroup")
+    rules = {
+        (r["IpProtocol"], r["FromPort"], r["ToPort"], json.dumps(r.get("SourceSecurityGroupId")), r.get("CidrIp"))
+        for r in groups["ServiceSecurityGroup"]["SecurityGroupIngress"]
+    }
+    balancer = json.dumps({"Ref": "LoadBalancerSecurityGroup"})
+    assert rules == {("tcp", 8000, 8001, balancer, None), ("tcp", 9000, 9001, balancer, None)}
+    # No rule anywhere in the template (inline or standalone) opens an admin port to addresses.
+    standalone = _of_type(resources, "AWS::EC2::SecurityGroupIngress").values()
+    inline = [r for g in groups.values() for r in g.get("SecurityGroupIngress", [])]
+    for rule in [*standalone, *inline]:
+        opens_admin = int(rule.get("FromPort", 0)) <= 9001 and int(rule.get("ToPort", 65535)) >= 9000
+        if opens_admin:
+            assert not {"CidrIp", "CidrIpv6", "SourcePrefixListId"} & set(rule), rule
+    # The listeners' own group is what faces the internet: HTTPS, and port 80 for the 403.
+    public = {
+        (r["FromPort"], r["ToPort"], r.get("CidrIp"))
+        for r in groups["LoadBalancerSecurityGroup"]["SecurityGroupIngress"]
+    }
+    assert public == {(443, 443, "0.0.0.0/0"), (80, 80, "0.0.0.0/0")}
+
+
+def test_the_http_tasks_bind_their_admin_listener_where_the_health_check_reaches() -> None:
+    """The admin listener binds loopback unless told; the ALB's health check needs more."""
+    for name in ("IngestTask", "InboxTask"):
+        (container,) = _services()[name]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        assert env["TRIGGERS_ADMIN_HOST"] == "0.0.0.0", name  # noqa: S104 - what the template must say
 
 
 def test_the_load_balancer_routes_no_admin_port_and_checks_readiness_there() -> None:

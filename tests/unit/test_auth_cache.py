@@ -189,3 +189,95 @@ def test_check_secret_never_raises_on_input_bcrypt_refuses() -> None:
     secret_hash = hash_secret("x" * 43, 4)
     assert check_secret("\u00e9" * 43, secret_hash) is False
     assert check_secret("x" * 43, secret_hash) is True
+
+
+# --- concurrent guesses, check slots, and entries that stop verifying ----------------------------
+
+
+def unknown_key() -> str:
+    key, _ = generate_key()  # well formed, its id in no store
+    return key
+
+
+async def test_concurrent_guesses_from_one_client_reach_the_store_at_most_its_failure_budget(
+    bcrypt_calls: list[str],
+) -> None:
+    store = FakeStore()
+    legit = make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=5)
+    outcomes = await asyncio.gather(
+        *(auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a") for _ in range(50)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, Unauthenticated | RateLimited) for o in outcomes), outcomes
+    assert sum(isinstance(o, Unauthenticated) for o in outcomes) <= 5
+    assert store.reads <= 5
+    assert len(bcrypt_calls) <= 5
+    # Another client's never-verified key is checked and served.
+    assert (await auth.authenticate(f"Bearer {legit}", Scope.INGEST, client="b")).account_id == "acc"
+    # Waves of guesses, one after another, never pass the budget either.
+    for _ in range(5):
+        await asyncio.gather(
+            *(auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a") for _ in range(10)),
+            return_exceptions=True,
+        )
+    assert store.reads <= 5 + 1
+
+
+class GatedStore(FakeStore):
+    """Reads wait until the test opens the gate: checks stay in flight meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def get(self, key_id: str) -> KeyRecord:
+        self.reads += 1
+        await self.gate.wait()
+        return await super().get(key_id)
+
+
+async def test_checks_in_flight_are_capped_per_client_and_per_process_with_429_not_a_queue() -> None:
+    store = GatedStore()
+    legit, late = make(store), make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=3, checks_per_process=3)
+    guesses = [
+        asyncio.create_task(auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a")) for _ in range(2)
+    ]
+    served = asyncio.create_task(auth.authenticate(f"Bearer {legit}", Scope.INGEST, client="b"))
+    await asyncio.sleep(0)
+    assert store.reads == 3  # two of a's guesses and b's key are being checked
+    with pytest.raises(RateLimited) as third:  # a's third at once would wait: refused instead
+        # (a bound, so that a check that queues fails the test instead of hanging it)
+        await asyncio.wait_for(auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a"), 5)
+    assert third.value.headers["Retry-After"] == "1"
+    with pytest.raises(RateLimited):  # the process has no slot left for anyone
+        await asyncio.wait_for(auth.authenticate(f"Bearer {late}", Scope.INGEST, client="c"), 5)
+    assert store.reads == 3  # neither refusal reached the store
+    store.gate.set()
+    assert (await served).account_id == "acc"
+    for guess in guesses:
+        with pytest.raises(Unauthenticated):
+            await guess
+    # The refused request cost no failure token: a has one left of its three.
+    with pytest.raises(Unauthenticated):
+        await auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a")
+    with pytest.raises(RateLimited):
+        await auth.authenticate(f"Bearer {unknown_key()}", Scope.INGEST, client="a")
+    assert (await auth.authenticate(f"Bearer {late}", Scope.INGEST, client="c")).account_id == "acc"
+
+
+async def test_a_cached_key_that_stops_verifying_faces_the_lock_out_again(bcrypt_calls: list[str]) -> None:
+    store, clock = FakeStore(), Clock()
+    key = make(store)
+    auth = Authenticator(store, ttl_s=30, max_entries=10, dummy_rounds=4, failures_per_minute=1, clock=clock)
+    await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="c")
+    del store.records[key.split("_")[1]]  # the record is gone (deleted by hand, restored table...)
+    clock.now = 31
+    with pytest.raises(Unauthenticated):  # the refresh finds nothing: a failure
+        await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="c")
+    reads, checks = store.reads, len(bcrypt_calls)
+    for _ in range(5):  # no longer exempt: refused before any read or bcrypt
+        with pytest.raises(RateLimited):
+            await auth.authenticate(f"Bearer {key}", Scope.INGEST, client="c")
+    assert (store.reads, len(bcrypt_calls)) == (reads, checks)
