@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, delete, get, post
-from litestar.params import Parameter
 from litestar.response.base import ASGIResponse
 
 from inbox_api import openapi
@@ -22,7 +21,7 @@ from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.body import BodyDeadlines
 from shared.decoding import decode_json, require_json
-from shared.errors import NotFound, RateLimited
+from shared.errors import ErrorDetail, NotFound, RateLimited, ValidationError
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
@@ -86,16 +85,43 @@ def _take_token(request: Request[Any, Any, Any], context: InboxContext, key: Key
         raise RateLimited(decision.retry_after_s)
 
 
+class _PageQuery(msgspec.Struct, frozen=True):
+    limit: int = 50
+    cursor: str | None = None
+    event_type: str | None = None
+    order: str = "asc"
+
+
+_ORDERS = ("asc", "desc")
+
+
+def _page_query(request: Request[Any, Any, Any]) -> _PageQuery:
+    """GET /inbox's query, read after authentication: a caller without a key learns nothing
+    from a 400, and a refused query still spends its token and carries the rate headers."""
+    values = {name: request.query_params.get(name) for name in _INBOX_QUERY}
+    details: list[ErrorDetail] = []
+    limit_text = "50" if values["limit"] is None else values["limit"]
+    limit = int(limit_text) if limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3 else 0
+    if not 1 <= limit <= 200:
+        details.append(ErrorDetail("limit", "Must be an integer from 1 to 200."))
+    if values["cursor"] is not None and not 1 <= len(values["cursor"]) <= 4096:
+        details.append(ErrorDetail("cursor", "Must be 1 to 4096 characters."))
+    if values["event_type"] is not None and not 1 <= len(values["event_type"]) <= 255:
+        details.append(ErrorDetail("event_type", "Must be 1 to 255 characters."))
+    order = "asc" if values["order"] is None else values["order"]
+    if order not in _ORDERS:
+        details.append(ErrorDetail("order", "Must be 'asc' or 'desc'."))
+    if details:
+        raise ValidationError("Invalid query parameters.", details)
+    return _PageQuery(limit, values["cursor"], values["event_type"], order)
+
+
 @get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
-async def get_inbox(
-    request: Request[Any, Any, Any],
-    limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Parameter(max_length=4096)] = None,
-    event_type: Annotated[str | None, Parameter(min_length=1, max_length=255)] = None,
-    order: Literal["asc", "desc"] = "asc",
-) -> ASGIResponse:  # body: InboxPage
+async def get_inbox(request: Request[Any, Any, Any]) -> ASGIResponse:  # body: InboxPage
     key = await _account(request, _INBOX_QUERY)
     context = _context(request)
+    params = _page_query(request)
+    limit, cursor, event_type, order = params.limit, params.cursor, params.event_type, params.order
     query = CursorState(key.account_id, event_type, order, "")
     after = context.cursors.decode(cursor, query) if cursor is not None else None
     counting = asyncio.ensure_future(context.store.count(key.account_id, event_type))  # beside the page

@@ -395,7 +395,7 @@ def test_concurrent_guesses_from_one_address_get_no_more_checks_than_its_budget(
 def test_the_inbox_limits_each_key_and_says_so_on_every_authenticated_answer(
     http: httpx.Client, stack: Stack, ingest: Service, inbox: Service, key_factory: Callable[..., ApiKey]
 ) -> None:
-    limited = start_service(stack, "inbox", {"TRIGGERS_INBOX_REQUESTS_PER_MINUTE": "4"})
+    limited = start_service(stack, "inbox", {"TRIGGERS_INBOX_REQUESTS_PER_MINUTE": "5"})
     alice, bob = key_factory(), key_factory()
     try:
         sent = http.post(f"{ingest.url}/events", json={"event_type": "rl", "payload": {"n": 1}}, headers=alice.headers)
@@ -406,10 +406,11 @@ def test_the_inbox_limits_each_key_and_says_so_on_every_authenticated_answer(
             http.get(f"{limited.url}/events/{event_id}", headers=alice.headers),
             http.get(f"{limited.url}/events/no-such-id", headers=alice.headers),  # a 404 costs a token too
             http.get(f"{limited.url}/inbox", params={"evnet_type": "x"}, headers=alice.headers),  # and a 400
+            http.get(f"{limited.url}/inbox", params={"limit": 0}, headers=alice.headers),  # an out-of-range one too
         ]
-        assert [a.status_code for a in answers] == [200, 200, 404, 400]
-        assert [a.headers["x-ratelimit-limit"] for a in answers] == ["4"] * 4
-        assert [int(a.headers["x-ratelimit-remaining"]) for a in answers] == [3, 2, 1, 0]
+        assert [a.status_code for a in answers] == [200, 200, 404, 400, 400]
+        assert [a.headers["x-ratelimit-limit"] for a in answers] == ["5"] * 5
+        assert [int(a.headers["x-ratelimit-remaining"]) for a in answers] == [4, 3, 2, 1, 0]
         assert all(int(a.headers["x-ratelimit-reset"]) >= 1 for a in answers)
         refused = http.post(f"{limited.url}/inbox/ack", json={"event_ids": [event_id]}, headers=alice.headers)
         assert refused.status_code == 429
@@ -422,7 +423,7 @@ def test_the_inbox_limits_each_key_and_says_so_on_every_authenticated_answer(
         # Another key has its own bucket.
         other = http.get(f"{limited.url}/inbox", headers=bob.headers)
         assert other.status_code == 200
-        assert other.headers["x-ratelimit-remaining"] == "3"
+        assert other.headers["x-ratelimit-remaining"] == "4"
         # Unauthenticated answers carry no rate headers (there is no key to count against).
         assert "x-ratelimit-limit" not in http.get(f"{limited.url}/inbox").headers
     finally:

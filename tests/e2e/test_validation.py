@@ -131,6 +131,20 @@ def test_bad_inbox_query_gets_400(http: httpx.Client, inbox: Service, api_key: A
     assert response.json()["error_code"] in ("VALIDATION_ERROR", "INVALID_CURSOR")
 
 
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": ""}, {"order": "sideways"}, {"event_type": "x" * 256}])
+def test_bad_inbox_query_is_judged_after_the_key(
+    http: httpx.Client, inbox: Service, api_key: ApiKey, params: dict[str, Any]
+) -> None:
+    """A caller without a key gets 401, not a lesson in our query rules; a keyed caller's
+    refused query carries the rate headers like any other answer (the inbox's rate test
+    shows it spends a token)."""
+    assert http.get(f"{inbox.url}/inbox", params=params).status_code == 401
+    refused = http.get(f"{inbox.url}/inbox", params=params, headers=api_key.headers)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["details"][0]["field"] == next(iter(params))
+    assert "x-ratelimit-remaining" in refused.headers
+
+
 def test_unknown_event_id_gets_404(http: httpx.Client, inbox: Service, api_key: ApiKey) -> None:
     for event_id in ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "not-an-id"):
         assert http.get(f"{inbox.url}/events/{event_id}", headers=api_key.headers).status_code == 404
