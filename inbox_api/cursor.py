@@ -6,11 +6,11 @@ HMAC (secret shared by all inbox instances) makes any change detectable. A curso
 another account, with another filter or order, altered, truncated or malformed is refused
 with 400.
 
-Cursors of 0.2 held the last event id instead (``position`` false). They are still accepted:
-the id's time of receipt, moved back by ``LEGACY_CURSOR_ALLOWANCE_US`` (forward by it for
-``desc``), becomes the position. Every event a 0.2 cursor had not yet passed was received
-after that time, and so was stored after it: continuing there may repeat a few events the
-consumer already had, and skips none (docs/api.md).
+Cursors of 0.2 held the last event id instead (``position`` false). They are still accepted
+and start the pass again (from the oldest position for ``asc``, the newest for ``desc``):
+an event id tells when an event was received, not where it was stored, so no position
+after it is safe to continue from. The consumer gets again what it had, and misses
+nothing (docs/api.md).
 """
 
 from __future__ import annotations
@@ -24,15 +24,9 @@ import msgspec
 
 from shared.errors import InvalidCursor
 from shared.ids import is_event_id
-from shared.storage.layout import POSITION_STAMP_DIGITS
 
 MAX_CURSOR_LENGTH = 2048
 _MAC_BYTES = 16
-# How far a 0.2 cursor's time of receipt is moved to become a position: more than the clock
-# differences between edges and writers plus the time an event takes to be stored.
-LEGACY_CURSOR_ALLOWANCE_US = 60 * 1_000_000
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ID_RANDOM_BITS = 80
 
 
 class CursorState(msgspec.Struct, array_like=True, frozen=True):
@@ -67,8 +61,11 @@ class CursorCodec:
         data = _encoder.encode(msgspec.structs.replace(state, position=True))
         return f"{_b64(data)}.{_b64(self._mac(data))}"
 
-    def decode(self, token: str, expected: CursorState) -> str:
-        """The ``after`` position of a genuine cursor made for exactly this query."""
+    def decode(self, token: str, expected: CursorState) -> str | None:
+        """The ``after`` position of a genuine cursor made for exactly this query.
+
+        None for a 0.2 cursor: the page starts from the beginning of the pass.
+        """
         if len(token) > MAX_CURSOR_LENGTH or token.count(".") != 1:
             raise InvalidCursor("The cursor is malformed; start again without one.")
         data_part, mac_part = token.split(".")
@@ -90,19 +87,6 @@ class CursorCodec:
             raise InvalidCursor("The cursor belongs to another query (filter or order changed).")
         if state.position:
             return state.after
-        return legacy_position(state.after, descending=state.order == "desc")
-
-
-def legacy_position(event_id: str, *, descending: bool) -> str:
-    """The position a 0.2 cursor (the last event id it returned) continues from."""
-    if not is_event_id(event_id):
-        raise InvalidCursor("The cursor is not valid; start again without one.")
-    value = 0
-    for char in event_id:
-        value = value * 32 + _CROCKFORD.index(char)
-    received_us = (value >> _ID_RANDOM_BITS) * 1000
-    if descending:  # continue below: everything received up to its millisecond, and more
-        stamp_us = received_us + 1000 + LEGACY_CURSOR_ALLOWANCE_US
-    else:
-        stamp_us = max(0, received_us - LEGACY_CURSOR_ALLOWANCE_US)
-    return f"{stamp_us:0{POSITION_STAMP_DIGITS}d}"
+        if not is_event_id(state.after):  # signed by us, yet not what 0.2 wrote
+            raise InvalidCursor("The cursor is not valid; start again without one.")
+        return None  # a 0.2 cursor: start the pass again

@@ -177,9 +177,9 @@ class InboxStore:
             keys = [inbox_type_pk(account_id, event_type, s) for s in self._shard_ids]
         settled = f"{self._clock_us() - self._settle_us:0{POSITION_STAMP_DIGITS}d}{_ABOVE}"
         values: dict[str, Any] = {":settled": {"S": settled}}
-        if after is None or (descending and after > settled):
+        if after is None:
             condition = "inbox_pos <= :settled"
-        elif descending:  # below a position handed out: settled already
+        elif descending:  # below a position handed out: settled already, whatever this clock says
             condition, values = "inbox_pos < :after", {":after": {"S": after}}
         elif after + _SUCCESSOR <= settled:
             condition = "inbox_pos BETWEEN :after AND :settled"

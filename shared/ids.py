@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _ID_LENGTH = 26  # 48-bit millisecond time + 80 random bits = 130 bits = 26 base32 digits
-EVENT_ID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+# fullmatch, never match with "$": "$" also matches before a trailing newline.
+EVENT_ID_PATTERN = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 
 
 # Two base32 digits (10 bits) at a time: 13 table lookups make an id.
@@ -35,7 +36,7 @@ def new_event_id(now_ms: int | None = None) -> str:
 
 
 def is_event_id(value: str) -> bool:
-    return EVENT_ID_PATTERN.match(value) is not None
+    return EVENT_ID_PATTERN.fullmatch(value) is not None
 
 
 _REQUEST_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:\-]")

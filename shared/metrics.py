@@ -38,6 +38,21 @@ WRITER_LAG_SECONDS = Histogram(
     "triggers_writer_lag_seconds", "From receipt at the edge to stored in the inbox.", buckets=_LAG_BUCKETS
 )
 WRITER_DEAD_LETTERS = Counter("triggers_writer_dead_letters_total", "Poison messages sent to the DLQ.")
+WRITER_COMMIT_SECONDS = Histogram(
+    "triggers_writer_commit_seconds",
+    "From a transaction's inbox position stamp to its answer (monotonic clock).",
+    buckets=_LATENCY_BUCKETS,
+)
+WRITER_RESTAMPS = Counter(
+    "triggers_writer_restamps_total",
+    "Events moved to a fresh inbox position, by cause (late_commit, already_stored).",
+    ["cause"],
+)
+WRITER_RESTAMP_FAILURES = Counter(
+    "triggers_writer_restamp_failures_total",
+    "Re-stamps that failed, by the outcome the message got instead (retry, unavailable).",
+    ["outcome"],
+)
 
 
 def exposition() -> tuple[bytes, str]:

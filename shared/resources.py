@@ -19,7 +19,13 @@ from shared.settings import Settings
 from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_BY_TYPE_POS_INDEX, INBOX_INDEX, INBOX_POS_INDEX
 
 TABLE_ACTIVE_TIMEOUT_S = 60.0
+# A new index on a table that holds data is backfilled first: on a large table that takes
+# hours (DynamoDB: "can take a long time"). `triggers init` waits this long for it, printing
+# progress, and says to run it again if it gives up (it resumes: nothing is created twice).
+INDEX_ACTIVE_TIMEOUT_S = 6 * 3600.0
+INDEX_PROGRESS_EVERY_S = 60.0
 _POLL_S = 0.2
+_INDEX_POLL_MAX_S = 10.0
 
 
 def _key(*names: tuple[str, str]) -> list[KeySchemaElementTypeDef]:
@@ -124,7 +130,7 @@ async def _ensure_table(clients: AwsClients, spec: dict[str, Any], report: Calla
     except clients.dynamodb.exceptions.ResourceNotFoundException:
         await clients.dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **spec)
         report(f"table created: {name}")
-    await _wait_active(clients, name)
+    await _wait_active(clients, name, report)
     await _ensure_indexes(clients, spec, report)
     if ttl_attribute:
         await _ensure_ttl(clients, name, ttl_attribute)
@@ -148,20 +154,39 @@ async def _ensure_indexes(clients: AwsClients, spec: dict[str, Any], report: Cal
             AttributeDefinitions=[a for a in spec["AttributeDefinitions"] if a["AttributeName"] in wanted],
             GlobalSecondaryIndexUpdates=[{"Create": index}],
         )
-        report(f"index added: {name} {index['IndexName']}")
-        await _wait_active(clients, name)
+        report(f"index added: {name} {index['IndexName']} (backfilling; this can take hours on a large table)")
+        await _wait_active(clients, name, report)
 
 
-async def _wait_active(clients: AwsClients, name: str) -> None:
-    deadline = asyncio.get_running_loop().time() + TABLE_ACTIVE_TIMEOUT_S
+async def _wait_active(clients: AwsClients, name: str, report: Callable[[str], None] = lambda _: None) -> None:
+    """Wait for the table and its indexes; an index still being created gets a much longer bound."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reported = started
+    poll = _POLL_S
     while True:
         table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
-        indexes = table.get("GlobalSecondaryIndexes", [])
-        if table.get("TableStatus") == "ACTIVE" and all(i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes):
+        building = [i for i in table.get("GlobalSecondaryIndexes", []) if i.get("IndexStatus", "ACTIVE") != "ACTIVE"]
+        if table.get("TableStatus") == "ACTIVE" and not building:
             return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"table {name} not ACTIVE after {TABLE_ACTIVE_TIMEOUT_S} s")
-        await asyncio.sleep(_POLL_S)
+        now = loop.time()
+        bound = INDEX_ACTIVE_TIMEOUT_S if building else TABLE_ACTIVE_TIMEOUT_S
+        if now - started > bound:
+            raise TimeoutError(
+                f"table {name} not ACTIVE after {bound:.0f} s"
+                + (" (an index is still backfilling: run `triggers init` again later, it resumes)" if building else "")
+            )
+        if building and now - reported >= INDEX_PROGRESS_EVERY_S:
+            reported = now
+            report(f"waiting for {name}: " + ", ".join(_index_progress(i) for i in building))
+        await asyncio.sleep(poll)
+        if building:  # hours, maybe: no need to ask five times a second
+            poll = min(_INDEX_POLL_MAX_S, poll * 2)
+
+
+def _index_progress(index: Any) -> str:
+    status = f"{index['IndexName']} {index.get('IndexStatus', '?')}"
+    return status + (" (backfilling)" if index.get("Backfilling") else "")
 
 
 async def _ensure_ttl(clients: AwsClients, name: str, attribute: str) -> None:

@@ -171,11 +171,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description=(
                 "A page shows an event once its inbox position (the writer's clock when it stored "
                 "it) is this much in the past. It covers the time from the writer's stamp to the "
-                "index showing the event, plus clock differences between hosts, so a consumer "
-                "paging forward never passes an event stored late. Same value on writers and inboxes."
+                "index showing the event (commit, index propagation), plus clock differences "
+                "between hosts, so a consumer paging forward never passes an event stored late. "
+                "A commit slower than a quarter of it is re-stamped. Same value on writers and inboxes."
             ),
         ),
-    ] = 1000
+    ] = 3000
     cursor_secret: Annotated[
         str,
         _doc(

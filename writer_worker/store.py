@@ -32,6 +32,7 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.envelope import QueuedEvent
 from shared.lean_aws import RETRYABLE_CODES
+from shared.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
 from shared.retry import CONFLICT_RETRY, retry_pending
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_add
@@ -44,6 +45,7 @@ from shared.storage.layout import (
     inbox_position,
     inbox_shard,
     inbox_type_pk,
+    position_stamp_us,
 )
 
 log = structlog.get_logger()
@@ -65,6 +67,10 @@ _THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded
 _US = 1_000_000
 # Moves of one late-committed event to a fresh position before giving up (_restamp).
 RESTAMP_ATTEMPTS = 3
+# The share of the settle margin a commit may take before its events are re-stamped: the
+# rest is for the index's propagation and clock differences between hosts (the budget in
+# docs/architecture.md, "Inbox: paging and counts").
+RESTAMP_FRACTION = 4
 
 
 class Outcome(enum.StrEnum):
@@ -106,10 +112,17 @@ class EventResult:
 
 class EventWriter:
     def __init__(
-        self, client: DynamoDBClient, settings: Settings, *, clock_us: Callable[[], int] | None = None
+        self,
+        client: DynamoDBClient,
+        settings: Settings,
+        *,
+        clock_us: Callable[[], int] | None = None,
+        monotonic_us: Callable[[], int] | None = None,
     ) -> None:
         self._client = client
         self._clock_us = clock_us or wall_clock_us  # the inbox position's stamp (event_item)
+        # How long a commit took: never the wall clock, which NTP may step meanwhile.
+        self._monotonic_us = monotonic_us or monotonic_clock_us
         self._events_table = settings.events_table
         self._dedup_table = settings.dedup_table
         self._counters_table = settings.counters_table
@@ -119,7 +132,7 @@ class EventWriter:
         self._shards = ShardChooser(settings.counter_shards)
         self._inbox_shards = settings.inbox_shards
         # An attempt that committed later than this after its stamp is re-stamped.
-        self._late_commit_us = settings.inbox_settle_ms * 1000 // 2
+        self._late_commit_us = settings.inbox_settle_ms * 1000 // RESTAMP_FRACTION
 
     async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
         """Store events exactly once; the result of each, by event id."""
@@ -167,7 +180,8 @@ class EventWriter:
 
     async def _attempt(self, pending: list[_Claimed], results: dict[str, EventResult]) -> list[_Claimed]:
         items = self._transaction(pending)
-        stamp_us = self._stamp(items)
+        self._stamp(items)
+        started_us = self._monotonic_us()
         try:
             await self._client.transact_write_items(TransactItems=[i.request for i in items])  # type: ignore[misc]
         except ClientError as exc:
@@ -186,7 +200,7 @@ class EventWriter:
             return []
         for claimed in pending:
             results[claimed.event.event_id] = EventResult(Outcome.STORED)
-        await self._settle_positions(items, stamp_us)
+        await self._settle_positions(items, started_us, results)
         return []
 
     def _stamp(self, items: list[_Item]) -> int:
@@ -198,29 +212,65 @@ class EventWriter:
                 put["inbox_pos"] = {"S": inbox_position(stamp_us, put["event_id"]["S"])}
         return stamp_us
 
-    async def _settle_positions(self, items: list[_Item], stamp_us: int) -> None:
-        """Re-stamp the events of an attempt that committed later than half the settle margin.
+    async def _settle_positions(self, items: list[_Item], started_us: int, results: dict[str, EventResult]) -> None:
+        """Re-stamp the events of an attempt that committed later than a quarter of the margin.
 
         An inbox shows positions at least the margin old; a commit that came later than
         that after its stamp may sit behind a cursor handed out meanwhile. A fresh position
-        is after every such cursor (docs/architecture.md, "Inbox: paging and counts").
+        is after every such cursor (docs/architecture.md, "Inbox: paging and counts"). An
+        event whose move fails is not settled: its message comes back (RETRY, or UNAVAILABLE
+        for an outage), meets the stored event, and moves it then (``_restamp_stored``).
         """
-        if not self._late_commit_us or self._clock_us() - stamp_us <= self._late_commit_us:
+        took_us = self._monotonic_us() - started_us
+        WRITER_COMMIT_SECONDS.observe(took_us / _US)
+        if not self._late_commit_us or took_us <= self._late_commit_us:
             return  # on time (a margin of 0 shows events at once: nothing to settle)
         puts = [i.request["Put"]["Item"] for i in items if i.role is _Role.EVENT]
-        await asyncio.gather(*(self._restamp(put) for put in puts))
+        moves = [(put["account_id"]["S"], put["event_id"]["S"], put["inbox_pos"]["S"]) for put in puts]
+        await self._restamp_all(moves, "late_commit", results)
 
-    async def _restamp(self, put: dict[str, Any]) -> None:
+    async def _restamp_stored(self, stored: list[dict[str, Any]], results: dict[str, EventResult]) -> None:
+        """Events met already stored (redelivery, a resend after a timeout): move the stale ones.
+
+        The earlier attempt may have committed late, after its writer stopped waiting, and
+        so never re-stamped them. Each item is the stored one (ALL_OLD on the event's Put).
+        One still undelivered whose stamp is older than the re-stamp threshold moves to a
+        fresh position, on condition that it is still where it was: a repeat for a pager
+        that had it, never a skip.
+        """
+        if not self._late_commit_us:
+            return
+        now_us = self._clock_us()
+        moves = [
+            (item["account_id"]["S"], item["event_id"]["S"], item["inbox_pos"]["S"])
+            for item in stored
+            if "inbox_pk" in item
+            and "inbox_pos" in item
+            and now_us - position_stamp_us(item["inbox_pos"]["S"]) > self._late_commit_us
+        ]
+        await self._restamp_all(moves, "already_stored", results)
+
+    async def _restamp_all(
+        self, moves: list[tuple[str, str, str]], cause: str, results: dict[str, EventResult]
+    ) -> None:
+        failed = await asyncio.gather(*(self._restamp(*move) for move in moves))
+        for (_, event_id, _), failure in zip(moves, failed, strict=True):
+            if failure is not None:
+                results[event_id] = failure
+            else:
+                WRITER_RESTAMPS.labels(cause).inc()
+
+    async def _restamp(self, account_id: str, event_id: str, old: str) -> EventResult | None:
         """Move one event to a fresh position, if it is still undelivered where it was put.
 
-        A pager that saw it at its first position sees it once more: the one documented
-        repeat. If the move fails, the event stays where it is (a warning says so).
+        None when that is done (or it was acknowledged, or moved by another writer,
+        meanwhile); else the result the event's message gets so that it comes back. A pager
+        that saw the event at its old position sees it once more (docs/api.md, repeats).
         """
-        key = {"account_id": put["account_id"], "event_id": put["event_id"]}
-        old = put["inbox_pos"]["S"]
+        key = {"account_id": {"S": account_id}, "event_id": {"S": event_id}}
         for _ in range(RESTAMP_ATTEMPTS):
-            stamp_us = self._clock_us()
-            new = inbox_position(stamp_us, put["event_id"]["S"])
+            new = inbox_position(self._clock_us(), event_id)
+            started_us = self._monotonic_us()
             try:
                 await self._client.update_item(
                     TableName=self._events_table,
@@ -230,16 +280,15 @@ class EventWriter:
                     ExpressionAttributeValues={":new": {"S": new}, ":old": {"S": old}},
                 )
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    log.warning("restamp_failed", error=exc.response["Error"]["Code"])
-                return  # else acknowledged meanwhile: no longer in the inbox
+                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                    return None  # acknowledged or moved meanwhile: nothing left behind
+                return _restamp_failed(_failure(exc))
             except BotoCoreError as exc:
-                log.warning("restamp_failed", error=type(exc).__name__)
-                return
-            if self._clock_us() - stamp_us <= self._late_commit_us:
-                return
+                return _restamp_failed(_failure(exc))
+            if self._monotonic_us() - started_us <= self._late_commit_us:
+                return None
             old = new  # this write was late too: move it once more
-        log.warning("restamp_failed", error="late_again")
+        return _restamp_failed(EventResult(Outcome.RETRY, reason="restamp late again"))
 
     async def _bisect(self, group: list[_Claimed], results: dict[str, EventResult], exc: ClientError) -> None:
         """DynamoDB refused the whole call, naming no item: find the bad event by halving."""
@@ -265,13 +314,15 @@ class EventWriter:
             if item.claimed is not None:
                 by_event.setdefault(item.claimed.event.event_id, {})[item.role] = reason
         throttled = any(r.get("Code") in _THROTTLE_REASONS for r in reasons)
-        again, duplicates = [], []
+        again, duplicates, stored = [], [], []
         for claimed in pending:
             event = claimed.event
             found = by_event.get(event.event_id, {})
             stored_reason, claim_reason = found.get(_Role.EVENT, {}), found.get(_Role.CLAIM, {})
             if stored_reason.get("Code") == "ConditionalCheckFailed":
                 results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
+                if "Item" in stored_reason:
+                    stored.append(stored_reason["Item"])
             elif claim_reason.get("Code") == "ConditionalCheckFailed":
                 original = claim_reason.get("Item", {}).get("event_id", {}).get("S", "")
                 if original in ("", event.event_id):
@@ -290,6 +341,7 @@ class EventWriter:
                 )
         for start in range(0, len(duplicates), TRANSACTION_MAX_ITEMS):
             await self._write_aliases(duplicates[start : start + TRANSACTION_MAX_ITEMS], results)
+        await self._restamp_stored(stored, results)
         return again
 
     async def _write_aliases(self, duplicates: list[tuple[QueuedEvent, str]], results: dict[str, EventResult]) -> None:
@@ -363,6 +415,9 @@ class EventWriter:
             "TableName": self._events_table,
             "Item": event_item(event, self._inbox_shards, self._clock_us()),
             "ConditionExpression": "attribute_not_exists(event_id)",
+            # Already stored: the reason carries the stored item, whose position may need a
+            # move (_restamp_stored).
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
 
     def _claim_put(self, claimed: _Claimed) -> dict[str, Any]:
@@ -386,6 +441,10 @@ class EventWriter:
 
 def wall_clock_us() -> int:
     return time.time_ns() // 1000
+
+
+def monotonic_clock_us() -> int:
+    return time.monotonic_ns() // 1000
 
 
 def event_item(event: QueuedEvent, inbox_shards: int = 1, stamp_us: int | None = None) -> dict[str, Any]:
@@ -426,6 +485,12 @@ def unavailable(exc: Exception) -> bool:
 def _failure(exc: Exception) -> EventResult:
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
     return EventResult(Outcome.UNAVAILABLE if unavailable(exc) else Outcome.RETRY, reason=code)
+
+
+def _restamp_failed(result: EventResult) -> EventResult:
+    WRITER_RESTAMP_FAILURES.labels(result.outcome.value).inc()
+    log.warning("restamp_failed", error=result.reason)
+    return result
 
 
 def _unsettled(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:

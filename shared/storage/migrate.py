@@ -13,6 +13,7 @@ so it is idempotent once no old-version process writes the legacy table any more
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -57,28 +58,34 @@ POSITIONS_SCAN_PAGE = 500
 
 
 async def migrate_inbox_positions(
-    settings: Settings, clients: AwsClients, report: Callable[[str], None] = lambda _: None
+    settings: Settings,
+    clients: AwsClients,
+    report: Callable[[str], None] = lambda _: None,
+    clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
 ) -> int:
     """Give undelivered events of 0.2 (no ``inbox_pos``) a position; how many were given one.
 
-    The position is the event's time of receipt: it was stored before any 0.3 inbox ran, so
-    every cursor a 0.3 inbox hands out comes after it is visible there. Each write is
-    conditional (still undelivered, still without a position), so running it again, or
-    after an interruption, only does what is left, and never moves an event a 0.3 writer
-    stamped or an acknowledgement removed meanwhile.
+    The position is the migration's own clock when it writes it (``clock_us``), as if the
+    event were stored then: 0.3 inboxes may already serve (one image runs ingest, writer
+    and inbox), and every cursor they handed out is before that, so a consumer paging
+    forward meets these events. They sort after everything stored before the migration
+    (docs/operations.md, "Upgrading"). Each write is conditional (still undelivered, still
+    without a position), so running it again, or after an interruption, only does what is
+    left, and never moves an event a 0.3 writer stamped or an acknowledgement removed
+    meanwhile.
     """
     dynamodb = clients.dynamodb
     scan: dict[str, Any] = {
         "TableName": settings.events_table,
         "FilterExpression": "attribute_exists(inbox_pk) AND attribute_not_exists(inbox_pos)",
-        "ProjectionExpression": "account_id, event_id, received_at_us",
+        "ProjectionExpression": "account_id, event_id",
         "Limit": POSITIONS_SCAN_PAGE,
     }
     scanned = stamped = 0
     while True:  # an operator's one-off: a Scan is what it takes to find every such event
         page = await dynamodb.scan(**scan)
         for item in page.get("Items", []):
-            stamped += await _stamp_legacy(settings, clients, item)
+            stamped += await _stamp_legacy(settings, clients, item, clock_us())
         scanned += page.get("ScannedCount", 0)
         report(f"scanned {scanned} items, {stamped} given a position")
         if "LastEvaluatedKey" not in page:
@@ -86,8 +93,8 @@ async def migrate_inbox_positions(
         scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-async def _stamp_legacy(settings: Settings, clients: AwsClients, item: dict[str, Any]) -> int:
-    position = inbox_position(int(item["received_at_us"]["N"]), item["event_id"]["S"])
+async def _stamp_legacy(settings: Settings, clients: AwsClients, item: dict[str, Any], stamp_us: int) -> int:
+    position = inbox_position(stamp_us, item["event_id"]["S"])
     try:
         await clients.dynamodb.update_item(
             TableName=settings.events_table,

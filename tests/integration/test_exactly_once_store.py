@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import msgspec
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from types_aiobotocore_dynamodb import DynamoDBClient
 
 from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.store import InboxStore
@@ -16,6 +19,7 @@ from shared.envelope import QueuedEvent
 from shared.errors import NotFound
 from shared.ids import new_event_id
 from shared.key_admin import new_account_id
+from shared.settings import Settings
 from shared.storage.layout import dedup_id
 from tests.conftest import Stack
 from writer_worker.store import EventWriter, Outcome
@@ -191,3 +195,138 @@ async def test_claims_and_aliases_last_as_long_as_a_copy_can_arrive(data_stack: 
     )["Item"]
     assert alias["alias_of"]["S"] == first.event_id
     assert "expires_at" not in alias  # the original has no TTL until acknowledged: neither has its alias
+
+
+# --- inbox positions: late commits and their re-stamps (docs/architecture.md, "Inbox") ----
+_MARGIN_MS = 1000  # re-stamp threshold: 250 ms
+
+
+class _FakeClock:
+    """A writer's clock (wall and monotonic alike) a test moves: now + ``offset_us``."""
+
+    def __init__(self, offset_us: int = 0) -> None:
+        self.offset_us = offset_us
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1000 + self.offset_us
+
+
+class _Storage:
+    """The writer's DynamoDB, with faults a test switches on, and the writer's two clocks.
+
+    ``commit_late_us``: a transaction's answer comes that much after its stamp (the writer's
+    wall clock read that much behind until then; its monotonic clock jumps), and with
+    ``lost_answer`` the client sees a timeout although it committed. ``update_fails``:
+    UpdateItem is throttled. ``update_late_us``: every UpdateItem answers that late.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.wall, self.monotonic = _FakeClock(), _FakeClock()
+        self.commit_late_us = 0
+        self.lost_answer = False
+        self.update_fails = False
+        self.update_late_us = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def transact_write_items(self, **params: Any) -> Any:
+        answer = await self._client.transact_write_items(**params)
+        self.wall.offset_us = 0
+        self.monotonic.offset_us += self.commit_late_us
+        if self.lost_answer:
+            raise EndpointConnectionError(endpoint_url="dynamodb", error=TimeoutError())
+        return answer
+
+    async def update_item(self, **params: Any) -> Any:
+        if self.update_fails:
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
+            raise ClientError(cast(Any, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}), "UpdateItem")
+        answer = await self._client.update_item(**params)
+        self.monotonic.offset_us += self.update_late_us
+        return answer
+
+    def commit_late(self, late_us: int) -> None:
+        self.commit_late_us, self.wall.offset_us = late_us, -late_us
+
+
+def _margin(stack: Stack) -> Settings:
+    return msgspec.structs.replace(stack.settings, inbox_settle_ms=_MARGIN_MS)
+
+
+async def _position(clients: AwsClients, stack: Stack, e: QueuedEvent) -> str:
+    key = {"account_id": {"S": e.account_id}, "event_id": {"S": e.event_id}}
+    item = await clients.dynamodb.get_item(TableName=stack.settings.events_table, Key=key, ConsistentRead=True)
+    return str(item["Item"]["inbox_pos"]["S"])
+
+
+def _late_writer(clients: AwsClients, stack: Stack) -> tuple[EventWriter, _Storage]:
+    storage = _Storage(clients.dynamodb)
+    writer = EventWriter(
+        cast(DynamoDBClient, storage), _margin(stack), clock_us=storage.wall, monotonic_us=storage.monotonic
+    )
+    return writer, storage
+
+
+async def test_a_late_commit_whose_answer_was_lost_is_restamped_when_it_comes_back(
+    data_stack: Stack, clients: AwsClients
+) -> None:
+    """F1: the commit lands after the writer gave up; the redelivery finds it stored, at a
+    position a cursor may have passed meanwhile, and moves it past every such cursor."""
+    account = new_account_id()
+    settings = _margin(data_stack)
+    late, neighbour = event(account, b'{"n": 1}'), event(account, b'{"n": 2}')
+    writer, storage = _late_writer(clients, data_stack)
+    storage.commit_late(2 * _MARGIN_MS * 1000)
+    storage.lost_answer = True
+    assert (await writer.write([late]))[late.event_id].outcome is Outcome.UNAVAILABLE
+    before = await _position(clients, data_stack, late)
+    # A neighbour stored promptly after the late stamp; a consumer's cursor passes it.
+    prompt = EventWriter(clients.dynamodb, settings)
+    assert (await prompt.write([neighbour]))[neighbour.event_id].outcome is Outcome.STORED
+    inbox = InboxStore(clients.dynamodb, settings, clock_us=lambda: time.time_ns() // 1000 + 2 * _MARGIN_MS * 1000)
+    page = await inbox.page_from(account, None, False, 1, await _position(clients, data_stack, neighbour))
+    assert page.events == []  # the late event sits behind that cursor: a forward pager would skip it
+
+    assert (await prompt.write([late]))[late.event_id].outcome is Outcome.ALREADY_STORED  # SQS again
+    after = await _position(clients, data_stack, late)
+    assert after > before
+    assert after > await _position(clients, data_stack, neighbour)
+    page = await inbox.page_from(account, None, False, 10, await _position(clients, data_stack, neighbour))
+    assert [e.event_id for e in page.events] == [late.event_id]
+    # Another redelivery right away finds a fresh position: left alone.
+    assert (await prompt.write([late]))[late.event_id].outcome is Outcome.ALREADY_STORED
+    assert await _position(clients, data_stack, late) == after
+    # An acknowledged event is out of the inbox: a redelivery gives it no position.
+    await Acknowledger(clients.dynamodb, data_stack.settings).ack(account, [neighbour.event_id])
+    old = {"account_id": {"S": account}, "event_id": {"S": neighbour.event_id}}
+    writer_late = EventWriter(clients.dynamodb, settings, clock_us=lambda: time.time_ns() // 1000 + 60_000_000)
+    assert (await writer_late.write([neighbour]))[neighbour.event_id].outcome is Outcome.ALREADY_STORED
+    item = (await clients.dynamodb.get_item(TableName=settings.events_table, Key=old, ConsistentRead=True))["Item"]
+    assert "inbox_pk" not in item
+    assert item["delivered"]["BOOL"] is True
+
+
+@pytest.mark.parametrize("fault", ["throttled", "late_again"])
+async def test_an_event_whose_restamp_fails_is_not_settled(data_stack: Stack, clients: AwsClients, fault: str) -> None:
+    """F2: the move after a late commit fails: the message must come back, not be deleted;
+    when it does, the stored event is moved."""
+    account = new_account_id()
+    e = event(account)
+    writer, storage = _late_writer(clients, data_stack)
+    storage.commit_late(2 * _MARGIN_MS * 1000)
+    if fault == "throttled":
+        storage.update_fails = True
+    else:
+        storage.update_late_us = 2 * _MARGIN_MS * 1000
+    outcome = (await writer.write([e]))[e.event_id].outcome
+    assert outcome is (Outcome.UNAVAILABLE if fault == "throttled" else Outcome.RETRY)
+    stuck = await _position(clients, data_stack, e)
+    storage.commit_late(0)
+    storage.update_late_us = 0
+    storage.wall.offset_us = _MARGIN_MS * 1000  # it comes back a visibility timeout later
+    storage.update_fails = False
+    assert (await writer.write([e]))[e.event_id].outcome is Outcome.ALREADY_STORED  # the message came back
+    assert await _position(clients, data_stack, e) > stuck
+    assert await InboxStore(clients.dynamodb, data_stack.settings).count(account, None) == 1

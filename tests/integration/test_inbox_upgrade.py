@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ import msgspec
 from inbox_api.cursor import CursorCodec
 from inbox_api.store import InboxStore
 from shared.aws import open_clients
+from shared.ids import is_event_id
 from shared.key_admin import new_account_id
 from shared.resources import ensure_resources, table_specs
 from shared.settings import inbox_cursor_secret, settings_from_env
@@ -63,17 +65,23 @@ async def test_init_upgrades_a_02_table_and_the_migration_positions_its_events(d
 
         new = event(account, b'{"v03": 1}')
         await EventWriter(dynamodb, settings).write([new])  # a 0.3 writer meanwhile
+        # ... and a 0.3 inbox (one image): a consumer's cursor passes what it shows.
+        handed_out = (await store.page_from(account, None, False, 10, None)).events[-1].position
         progress: list[str] = []
         assert await migrate_inbox_positions(settings, clients, progress.append) == 3
         assert progress
         assert await migrate_inbox_positions(settings, clients) == 0  # again: nothing left to do
 
-        # Positioned at their time of receipt: before anything a 0.3 writer stored after them.
-        old_ids = [
-            i["event_id"]["S"] for i in sorted(old, key=lambda i: (int(i["received_at_us"]["N"]), i["event_id"]["S"]))
-        ]
-        assert await sweep(store, account, limit=2) == [*old_ids, new.event_id]
-        assert await sweep(store, account, "t", limit=2) == [*old_ids, new.event_id]
+        # Positioned at the migration's clock: after every cursor handed out before it, so the
+        # consumer paging on from its cursor gets them (at their time of receipt it would not).
+        old_ids = {i["event_id"]["S"] for i in old}
+        rest = await store.page_from(account, None, False, 10, handed_out)
+        assert {e.event_id for e in rest.events} == old_ids
+        assert len(rest.events) == len(old_ids)
+        for event_type in (None, "t"):
+            swept = await sweep(store, account, event_type, limit=2)
+            assert swept[0] == new.event_id
+            assert sorted(swept[1:]) == sorted(old_ids)
         stamped = await dynamodb.get_item(
             TableName=settings.events_table, Key={"account_id": {"S": account}, "event_id": acknowledged["event_id"]}
         )
@@ -97,26 +105,38 @@ def _v02_cursor(secret: str, account: str, last_event_id: str) -> str:
     return f"{b64(data)}.{b64(mac)}"
 
 
-def test_a_02_cursor_continues_without_skipping(stack: Stack, inbox: Service, http: httpx.Client) -> None:
+def test_a_02_cursor_starts_the_pass_again(stack: Stack, inbox: Service, http: httpx.Client) -> None:
+    """A 0.2 cursor (the last event id it returned) restarts the pass: every undelivered event
+    comes, once, in this pass, including those stored after the cursor's event although
+    that event's id came from an edge clock 10 minutes ahead (continuing from the id's time
+    would skip them). A signed 0.2 cursor whose id is not an id (a trailing newline) is a 400."""
     key = make_key(stack)
+    ahead_us = time.time_ns() // 1000 + 600 * 1_000_000
 
     async def store() -> list[str]:
         async with open_clients(stack.settings) as clients:
-            events = [event(key.account_id, msgspec.json.encode({"n": n})) for n in range(6)]
-            for e in events:  # one at a time: positions in id order
+            events = [event(key.account_id, b'{"ahead": 1}', at_us=ahead_us)]
+            events += [event(key.account_id, msgspec.json.encode({"n": n})) for n in range(5)]
+            for e in events:  # one at a time: positions in this order
                 await EventWriter(clients.dynamodb, stack.settings).write([e])
             return [e.event_id for e in events]
 
     ids = asyncio.run(store())
-    cursor = _v02_cursor(inbox_cursor_secret(stack.settings), key.account_id, ids[2])
+    secret = inbox_cursor_secret(stack.settings)
+    cursor: str | None = _v02_cursor(secret, key.account_id, ids[0])  # its pass had reached the edge-ahead event
     seen: list[str] = []
-    while cursor:
+    for _ in range(len(ids)):  # 2 a page: more pages than that would be a pass that never ends
+        if cursor is None:
+            break
         answer = http.get(f"{inbox.url}/inbox", params={"limit": 2, "cursor": cursor}, headers=key.headers)
         assert answer.status_code == 200, answer.text
         seen += [e["event_id"] for e in answer.json()["events"]]
         cursor = answer.json()["next_cursor"]
-    assert set(ids[3:]) <= set(seen)  # nothing after the 0.2 cursor is skipped
-    assert len(seen) == len(set(seen))
-    forged = _v02_cursor("another secret", key.account_id, ids[2])
-    refused = http.get(f"{inbox.url}/inbox", params={"cursor": forged}, headers=key.headers)
-    assert refused.status_code == 400
+    assert seen == ids  # from the start: all of them, once each
+    for bad in (
+        _v02_cursor("another secret", key.account_id, ids[1]),
+        _v02_cursor(secret, key.account_id, ids[1] + "\n"),
+    ):
+        refused = http.get(f"{inbox.url}/inbox", params={"cursor": bad}, headers=key.headers)
+        assert refused.status_code == 400, refused.text
+    assert not is_event_id(ids[1] + "\n")

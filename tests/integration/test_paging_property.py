@@ -4,13 +4,13 @@ A consumer pages forward with its cursor and never starts again, while events ar
 order: new ones, late ones (ids older than the consumer's cursor, as a writer backlog or a
 retried message brings them), dead-letter replays of days-old ids, ids from edges whose
 clocks are minutes off, writers whose clocks differ by less than half the settle margin,
-and transactions that commit later than that (the writer re-stamps those). Events are also
-acknowledged meanwhile. When the arrivals stop and the margin has passed, the consumer
-finishes its pass: every event that stayed undelivered was returned exactly once, and
-nothing else was returned.
-
-The re-stamp can repeat an event only if a page reads it between the late commit and the
-re-stamp; these steps never interleave there, so here every event comes exactly once.
+transactions that commit later than a quarter of it (the writer re-stamps those), and
+transactions that commit late while the writer sees a timeout (the message comes back,
+finds the event stored, and re-stamps it: the ALREADY_STORED path). The consumer pages
+between such a late commit and its re-stamp. Events are also acknowledged meanwhile. When
+the arrivals stop and the margin has passed, the consumer finishes its pass: every event
+that stayed undelivered was returned, nothing else was, and an event came more than once
+only if it was re-stamped (at most once more per re-stamp: docs/api.md, "Paging").
 """
 
 from __future__ import annotations
@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import httpx
 import msgspec
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from types_aiobotocore_dynamodb import DynamoDBClient
 
+from inbox_api.store import InboxStore
 from shared import processes
 from shared.aws import AwsClients, open_clients
 from shared.envelope import QueuedEvent, encode_message
@@ -43,11 +46,14 @@ _DAY_US = 86_400 * 1_000_000
 # How an arriving event's id was stamped at the edge, relative to now.
 EDGE = st.sampled_from(["now", "behind_cursor", "replay", "edge_ahead", "edge_behind"])
 # How the writer that stores it behaves: its clock is off by less than half the margin, or
-# its transaction commits later than half the margin after the stamp.
+# its transaction commits later than a quarter of the margin after the stamp ("slow"), or
+# does and its answer is lost ("timeout": the message comes back).
 WRITER = st.one_of(
     st.tuples(st.just("skew"), st.integers(-(SETTLE_MS // 2) + 20, SETTLE_MS // 2 - 20)),
-    st.tuples(st.just("slow"), st.integers(SETTLE_MS, 4 * SETTLE_MS)),
+    st.tuples(st.sampled_from(["slow", "timeout"]), st.integers(SETTLE_MS // 4 + 10, 4 * SETTLE_MS)),
 )
+# Events a consumer's page reads between a late commit and its re-stamp.
+INTERLEAVED_PAGE = 2
 Step = tuple[str, Any]
 steps = st.lists(
     st.one_of(
@@ -72,17 +78,41 @@ class _Clock:
 
 class _LateCommit:
     """A DynamoDB client whose transactions take ``lag`` to commit: when one returns, the
-    writer's clock (which read ``lag`` behind at the stamp) jumps to the wall clock."""
+    writer's clock (which read ``lag`` behind at the stamp) jumps to the wall clock. Between
+    the commit and its answer, ``meanwhile`` runs (a consumer's page); with ``lost`` the
+    writer then sees a timeout."""
 
-    def __init__(self, client: DynamoDBClient, clock: _Clock) -> None:
-        self._client, self._clock = client, clock
+    def __init__(
+        self, client: DynamoDBClient, clock: _Clock, meanwhile: Callable[[], Awaitable[None]], lost: bool
+    ) -> None:
+        self._client, self._clock, self._meanwhile, self._lost = client, clock, meanwhile, lost
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     async def transact_write_items(self, **params: Any) -> Any:
         answer = await self._client.transact_write_items(**params)
+        await self._meanwhile()
         self._clock.offset_us = 0
+        if self._lost:
+            raise EndpointConnectionError(endpoint_url="dynamodb", error=TimeoutError())
+        return answer
+
+
+class _Restamps:
+    """DynamoDB as the writers see it, counting each event's moves to a fresh position."""
+
+    def __init__(self, client: DynamoDBClient) -> None:
+        self._client = client
+        self.moves: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def update_item(self, **params: Any) -> Any:
+        answer = await self._client.update_item(**params)
+        if "inbox_pos" in params["UpdateExpression"]:
+            self.moves[params["Key"]["event_id"]["S"]] += 1
         return answer
 
 
@@ -94,6 +124,7 @@ class Consumer:
         self.cursor: str | None = None
         self.seen: list[str] = []
         self.finished = False
+        self.draining = False  # the arrivals stopped: the pass may end
 
     async def page(self, limit: int) -> None:
         params: dict[str, str | int] = {"limit": limit, **({"cursor": self.cursor} if self.cursor else {})}
@@ -104,11 +135,13 @@ class Consumer:
         assert (page["next_cursor"] is not None) == page["has_more"]
         self.finished = not page["has_more"]
         self.cursor = page["next_cursor"] or self.cursor
+        assert self.draining or not self.finished, "the backlog outlasts the program"
 
 
 class Scenario:
     def __init__(self, writing: Settings, clients: AwsClients, key: ApiKey) -> None:
         self.writing, self.clients, self.key = writing, clients, key
+        self.storage = _Restamps(clients.dynamodb)
         self.stored: dict[str, int] = {}  # event id -> received_at_us
         self.undelivered: list[str] = []
         self.counter = 0
@@ -139,11 +172,19 @@ class Scenario:
         events = [self._event(self._received(edge, consumer)) for _ in range(count)]
         kind, ms = writer
         clock = _Clock(ms * 1000 if kind == "skew" else -ms * 1000)
-        client = (
-            self.clients.dynamodb if kind == "skew" else cast(DynamoDBClient, _LateCommit(self.clients.dynamodb, clock))
-        )
-        results = await EventWriter(client, self.writing, clock_us=clock).write(events)
-        assert {r.outcome.value for r in results.values()} == {"stored"}
+        storage = cast(DynamoDBClient, self.storage)
+        if kind != "skew":
+            storage = cast(
+                DynamoDBClient, _LateCommit(storage, clock, lambda: consumer.page(INTERLEAVED_PAGE), kind == "timeout")
+            )
+        # The same clock times the commit: it jumps by the lag when the late commit answers.
+        results = await EventWriter(storage, self.writing, clock_us=clock, monotonic_us=clock).write(events)
+        prompt = EventWriter(cast(DynamoDBClient, self.storage), self.writing)
+        while unsettled := [e for e in events if results[e.event_id].outcome.value not in ("stored", "already_stored")]:
+            assert {results[e.event_id].outcome.value for e in unsettled} <= {"unavailable", "retry"}
+            results.update(await prompt.write(unsettled))  # the message comes back (SQS)
+        if kind == "timeout":
+            assert {r.outcome.value for r in results.values()} == {"already_stored"}
         self.stored.update({e.event_id: e.received_at_us for e in events})
         self.undelivered += [e.event_id for e in events]
 
@@ -200,7 +241,9 @@ async def _run(writing: Settings, stack: Stack, inbox: Service, program: list[St
         consumer = Consumer(http, inbox, key)
         # Enough events at the start that the pass cannot reach the end before the arrivals
         # stop: the consumer never has to start again.
+        late = sum(1 for a, v in program if a == "arrive" and v[2][0] != "skew")
         backlog = sum(v for a, v in program if a == "page") + sum(1 for a, _ in program if a == "ack") + 1
+        backlog += late * INTERLEAVED_PAGE
         for start in range(0, backlog, 40):
             await scenario.arrive(min(40, backlog - start), "now", ("skew", 0), consumer)
         await asyncio.sleep(SETTLE_MS / 1000)
@@ -214,12 +257,14 @@ async def _run(writing: Settings, stack: Stack, inbox: Service, program: list[St
                     acked.add(event_id)
             else:
                 await consumer.page(value)
-                assert not consumer.finished, "the backlog outlasts the program"
         # The arrivals settle: the margin, after the latest stamp (a writer clock half a margin ahead).
         await asyncio.sleep(1.5 * SETTLE_MS / 1000)
+        consumer.draining = True
         while not consumer.finished:
             await consumer.page(4)
-    assert len(consumer.seen) == len(set(consumer.seen)), "an event was returned twice"
+    times = Counter(consumer.seen)
+    repeats = {e: n for e, n in times.items() if n > 1 + scenario.storage.moves[e]}
+    assert not repeats, f"returned more often than re-stamped: {repeats}"
     assert set(consumer.seen) <= set(scenario.stored)
     stayed = set(scenario.stored) - acked
     assert stayed <= set(consumer.seen), f"skipped: {sorted(stayed - set(consumer.seen))}"
@@ -267,3 +312,37 @@ def test_a_message_with_an_id_behind_the_cursor_reaches_a_forward_pager(
 
     assert wait_until(lambda: late[0] in rest()), "the late event was never returned past the cursor"
     assert rest() == [first[1], late[0]]
+
+
+def _fixed(us: int) -> Callable[[], int]:
+    return lambda: us
+
+
+async def test_desc_with_a_cursor_from_an_inbox_whose_clock_is_ahead_skips_nothing(stack: Stack) -> None:
+    """F5: inbox A (clock ahead) hands out a desc cursor above inbox B's settled point; B
+    continues below the cursor: everything under a cursor handed out is settled already."""
+    key = await asyncio.to_thread(make_key, stack)
+    settings = _settings(stack, 1)
+    base = time.time_ns() // 1000 - 3600 * 1_000_000  # stamps in the past: no waiting
+    events = [
+        QueuedEvent(
+            event_id=new_event_id(base // 1000 + n),
+            account_id=key.account_id,
+            event_type="desc",
+            payload=msgspec.Raw(msgspec.json.encode({"n": n})),
+            received_at_us=base + n * 1000,
+        )
+        for n in range(6)
+    ]
+    async with open_clients(stack.settings) as clients:
+        for n, e in enumerate(events):  # stamped 50 ms apart
+            stamp = base + n * 50_000
+            assert await EventWriter(clients.dynamodb, settings, clock_us=_fixed(stamp)).write([e])
+        margin = SETTLE_MS * 1000
+        ahead = InboxStore(clients.dynamodb, settings, clock_us=lambda: base + 5 * 50_000 + margin)
+        behind = InboxStore(clients.dynamodb, settings, clock_us=lambda: base + 2 * 50_000 + margin)
+        first = await ahead.page_from(key.account_id, None, True, 2, None)
+        assert [e.event_id for e in first.events] == [events[5].event_id, events[4].event_id]
+        rest = await behind.page_from(key.account_id, None, True, 10, first.after)
+    assert [e.event_id for e in rest.events] == [e.event_id for e in reversed(events[:4])]
+    assert not rest.has_more
