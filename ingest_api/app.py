@@ -8,18 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import structlog
 from litestar import Litestar, Request, Response, post
 from litestar.response.base import ASGIResponse
 
 from ingest_api import openapi
-from ingest_api.batcher import SqsBatcher
+from ingest_api.batcher import SQS_MAX_REQUEST_BYTES, SqsBatcher
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
 from shared.auth import Authenticator, build_authenticator
 from shared.aws import AwsClients, open_clients
 from shared.body import BodyDeadlines
 from shared.decoding import decode_json, require_json
-from shared.errors import AppError, RateLimited
+from shared.errors import AppError, ErrorDetail, RateLimited, ValidationError
 from shared.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
@@ -38,6 +39,8 @@ from shared.metrics import EVENTS_ACCEPTED, EVENTS_REFUSED
 from shared.openapi import openapi_handler
 from shared.ratelimit import RateLimiter
 from shared.settings import Settings, get_settings
+
+log = structlog.get_logger()
 
 MAX_BATCH_BODY_BYTES = 5 * 1024 * 1024
 _batch_decoder = msgspec.json.Decoder(BatchIn)
@@ -60,7 +63,8 @@ _STATE_HEADERS = "ingest_headers"
 
 
 def _wanted_headers(request: Request[Any, Any, Any]) -> dict[bytes, str]:
-    """The three headers the edge reads, found in one pass over the raw ASGI headers.
+    """The headers the edge reads, found in one pass over the raw ASGI headers (as
+    latin-1, which keeps every byte: ``_idempotency_header`` reads its own as UTF-8).
 
     Litestar's ``request.headers`` builds a multidict of every header on each access; the
     hot path needs three values.
@@ -92,6 +96,21 @@ async def _authenticate(request: Request[Any, Any, Any]) -> KeyRecord:
     return key
 
 
+def _idempotency_header(request: Request[Any, Any, Any]) -> str | None:
+    """The Idempotency-Key header as UTF-8 text, so that a key sent in the header and the
+    same key in a body (JSON: UTF-8) are one key; 400 naming the header if not UTF-8."""
+    value = _wanted_headers(request).get(b"idempotency-key")
+    if value is None or value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        message = "Must be UTF-8 text."
+        raise ValidationError(
+            f"Invalid Idempotency-Key header: {message}", [ErrorDetail("Idempotency-Key", message)]
+        ) from None
+
+
 async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     """The body of a request declared as JSON (415 otherwise), within ``limit`` bytes (413)."""
     headers = _wanted_headers(request)
@@ -100,7 +119,9 @@ async def _json_body(request: Request[Any, Any, Any], limit: int) -> bytes:
 
 
 def _take_tokens(request: Request[Any, Any, Any], key: KeyRecord, event_count: int) -> None:
-    """Rate limits count events; the rate headers go on every authenticated answer."""
+    """Rate limits count events, refused ones too: tokens are taken before any event is
+    checked, so that checking costs only its sender. The rate headers go on every
+    authenticated answer."""
     decision = _context(request).limiter.take(key.key_id, key.rate_limit_per_minute, event_count)
     request.scope["state"][STATE_EXTRA_HEADERS] = decision.headers()
     if not decision.allowed:
@@ -122,8 +143,8 @@ async def _accept_one(request: Request[Any, Any, Any]) -> Accepted:
     context = _context(request)
     key = await _authenticate(request)
     body = await _json_body(request, context.max_body_bytes)
-    event = context.service.parse_event(body, header_key=_wanted_headers(request).get(b"idempotency-key"))
     _take_tokens(request, key, 1)
+    event = context.service.parse_event(body, header_key=_idempotency_header(request))
     (outcome,) = await context.service.accept(key, [event], request_id_of(request.scope))
     if isinstance(outcome, AppError):
         raise outcome
@@ -154,14 +175,9 @@ async def _accept_batch(request: Request[Any, Any, Any]) -> list[BatchItem]:
     context = _context(request)
     key = await _authenticate(request)
     batch = decode_json(_batch_decoder, await _json_body(request, MAX_BATCH_BODY_BYTES))
-    parsed: list[EventIn | AppError] = []
-    for index, raw in enumerate(batch.events):
-        try:
-            parsed.append(context.service.parse_event(raw, prefix=f"$.events[{index}]"))
-        except AppError as exc:
-            parsed.append(exc)
+    _take_tokens(request, key, len(batch.events))
+    parsed = await context.service.parse_batch(batch.events)
     valid = [p for p in parsed if isinstance(p, EventIn)]
-    _take_tokens(request, key, len(valid))
     accepted = iter(await context.service.accept(key, valid, request_id_of(request.scope)) if valid else [])
     return [_batch_item(next(accepted) if isinstance(p, EventIn) else p) for p in parsed]
 
@@ -170,6 +186,16 @@ def _batch_item(outcome: AcceptedEvent | AppError) -> BatchItem:
     if isinstance(outcome, AcceptedEvent):
         return BatchItem(event_id=outcome.event_id, status="accepted")
     return BatchItem(error=ItemError(outcome.status, outcome.error_code, outcome.message, outcome.details))
+
+
+async def _queue_message_limit(clients: AwsClients, queue_url: str) -> int:
+    """The queue's MaximumMessageSize: queues made before SQS raised its default to 1 MiB
+    keep 256 KiB, and the edge sizes its messages (and the largest payload) to fit."""
+    attributes = await clients.sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["MaximumMessageSize"])
+    limit = int(attributes.get("Attributes", {}).get("MaximumMessageSize", SQS_MAX_REQUEST_BYTES))
+    if limit < SQS_MAX_REQUEST_BYTES:
+        log.warning("queue_message_limit_below_1_mib", maximum_message_size=limit)
+    return limit
 
 
 async def _ready(app: Litestar) -> None:
@@ -182,6 +208,7 @@ def _lifespan(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_clients(settings) as clients:
             queue_url = (await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"]
+            message_limit = await _queue_message_limit(clients, queue_url)
             batcher = SqsBatcher(
                 clients.sqs,
                 queue_url,
@@ -189,6 +216,7 @@ def _lifespan(settings: Settings) -> Any:
                 max_waiting_events=settings.enqueue_max_waiting_events,
                 max_waiting_bytes=settings.enqueue_max_waiting_bytes,
                 send_timeout_s=settings.enqueue_timeout_s,
+                max_message_bytes=message_limit,
             )
             await batcher.start()
             bodies = BodyDeadlines(settings.body_timeout_s)
@@ -203,6 +231,7 @@ def _lifespan(settings: Settings) -> Any:
                 service=IngestService(
                     batcher,
                     max_payload_bytes=settings.max_payload_bytes,
+                    max_message_bytes=batcher.max_event_bytes,
                 ),
                 max_body_bytes=settings.max_body_bytes,
                 bodies=bodies,

@@ -8,7 +8,9 @@ events it carried, and a message SQS refuses for what it holds is split and sent
 per submission, so that only the submission whose event caused it fails, never its
 neighbours. The events and bytes held (submitted and not yet answered) are bounded: past
 either bound, callers are refused at once (503) instead of queueing without limit, so
-memory stays bounded however large the events. Each SQS call has a deadline
+memory stays bounded however large the events. One owner (an account) may hold at most
+``OWNER_SHARE`` of either bound, so that one account's big batches make only that account
+wait, not every other. Each SQS call has a deadline
 (``send_timeout_s``): one timer per call rather than one per request, so a stuck SQS
 answers its callers "not stored" within about twice that time (waiting for a free send
 slot, then the send itself).
@@ -30,9 +32,11 @@ log = structlog.get_logger()
 
 SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
 SQS_MAX_REQUEST_BYTES = 1024 * 1024  # limit of one message and of one SendMessageBatch call
-_ENVELOPE_OVERHEAD = len(b'{"events":[],"v":1}')
+ENVELOPE_OVERHEAD = len(b'{"events":[],"v":1}')
 # Room left for SQS's own accounting of attributes and entry ids.
-_MESSAGE_BUDGET = SQS_MAX_REQUEST_BYTES - 16 * 1024
+SQS_ACCOUNTING_ROOM = 16 * 1024
+# The most of the held events or bytes one owner may hold: a quarter of either bound.
+OWNER_SHARE = 0.25
 
 
 class Overloaded(Exception):
@@ -50,6 +54,7 @@ class _Submission:
     stored: list[bool] = field(default_factory=list)
     unsent: int = 0  # placements of its events in messages not yet answered by SQS
     size: int = 0  # bytes of its events, counted against the batcher's byte bound
+    owner: str | None = None  # whose share of the bounds it counts against
 
 
 @dataclass(slots=True)
@@ -69,17 +74,24 @@ class SqsBatcher:
         max_waiting_bytes: int = 64 * 1024 * 1024,
         max_concurrent_sends: int = 32,
         send_timeout_s: float = 5.0,
+        max_message_bytes: int = SQS_MAX_REQUEST_BYTES,
     ) -> None:
+        """``max_message_bytes``: the queue's MaximumMessageSize (read at startup: queues
+        made before SQS raised its default keep 256 KiB); a call is bounded by it as well."""
         self._sqs = sqs
         self._queue_url = queue_url
         self._linger_s = linger_s
         self._send_timeout_s = send_timeout_s
         self._max_waiting = max_waiting_events
         self._max_waiting_bytes = max_waiting_bytes
+        self._owner_max_events = max(1, int(max_waiting_events * OWNER_SHARE))
+        self._owner_max_bytes = max(1, int(max_waiting_bytes * OWNER_SHARE))
+        self._budget = min(max_message_bytes, SQS_MAX_REQUEST_BYTES) - SQS_ACCOUNTING_ROOM
         self._waiting: list[_Submission] = []
         # Held: submitted and not yet answered (waiting, being packed, or in a send).
         self._held_events = 0
         self._held_bytes = 0
+        self._held_by_owner: dict[str | None, tuple[int, int]] = {}  # owner -> (events, bytes) held
         self._wakeup = asyncio.Event()
         self._sends = asyncio.Semaphore(max_concurrent_sends)
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -90,23 +102,34 @@ class SqsBatcher:
     async def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="sqs-batcher")
 
-    def submit(self, events: list[bytes]) -> asyncio.Future[list[bool]]:
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest encoded event one message can carry."""
+        return self._budget - ENVELOPE_OVERHEAD
+
+    def submit(self, events: list[bytes], owner: str | None = None) -> asyncio.Future[list[bool]]:
         """Enqueue encoded events; the future tells, per event, whether SQS acknowledged it.
 
-        Cancelling the future (a caller's timeout) does not unsend anything: the events go
-        out with their batch, and the answer is simply no longer awaited.
+        Refused at once (``Overloaded``) past the batcher's bounds or past ``owner``'s share
+        of them (no owner: the bounds alone). Cancelling the future (a caller's timeout) does not unsend anything: the
+        events go out with their batch, and the answer is simply no longer awaited.
         """
         size = sum(len(e) for e in events)
+        owner_events, owner_bytes = self._held_by_owner.get(owner, (0, 0)) if owner is not None else (0, 0)
         if (
             self._closing
             or self._held_events + len(events) > self._max_waiting
             or self._held_bytes + size > self._max_waiting_bytes
+            or (owner is not None and owner_events + len(events) > self._owner_max_events)
+            or (owner is not None and owner_bytes + size > self._owner_max_bytes)
         ):
             raise Overloaded
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Submission(events, future, [False] * len(events), size=size))
+        self._waiting.append(_Submission(events, future, [False] * len(events), size=size, owner=owner))
         self._held_events += len(events)
         self._held_bytes += size
+        if owner is not None:
+            self._held_by_owner[owner] = (owner_events + len(events), owner_bytes + size)
         if not self._wakeup.is_set():
             self._wakeup.set()
         return future
@@ -131,7 +154,7 @@ class SqsBatcher:
             self._wakeup.clear()
             batch, self._waiting = self._waiting, []
             if batch:
-                for call in _plan_calls(_pack(batch)):
+                for call in _plan_calls(_pack(batch, self._budget), self._budget):
                     await self._sends.acquire()
                     task = asyncio.create_task(self._send(call))
                     self._in_flight.add(task)
@@ -148,8 +171,16 @@ class SqsBatcher:
         finally:
             self._sends.release()
             for submission in _settle(messages):
-                self._held_events -= len(submission.events)
-                self._held_bytes -= submission.size
+                self._release(submission)
+
+    def _release(self, submission: _Submission) -> None:
+        self._held_events -= len(submission.events)
+        self._held_bytes -= submission.size
+        if submission.owner is None:
+            return
+        events, size = self._held_by_owner.pop(submission.owner)
+        if events > len(submission.events):  # the owner holds more: keep its remainder
+            self._held_by_owner[submission.owner] = (events - len(submission.events), size - submission.size)
 
     async def _deliver(self, messages: list[_Message]) -> None:
         """Send ``messages``; when SQS refuses one for what it holds, find the submission
@@ -221,7 +252,7 @@ def _envelope(owners: list[tuple[_Submission, int]]) -> _Message:
     return _Message(body, owners)
 
 
-def _pack(batch: list[_Submission]) -> list[_Message]:
+def _pack(batch: list[_Submission], budget: int) -> list[_Message]:
     """Pack events into as few messages as fit, in arrival order."""
     messages: list[_Message] = []
     current: _Message | None = None
@@ -229,7 +260,7 @@ def _pack(batch: list[_Submission]) -> list[_Message]:
         submission.unsent = len(submission.events)
         for index, event in enumerate(submission.events):
             separator = 1 if current is not None and current.owners else 0
-            if current is None or len(current.body) + separator + len(event) + _ENVELOPE_OVERHEAD > _MESSAGE_BUDGET:
+            if current is None or len(current.body) + separator + len(event) + ENVELOPE_OVERHEAD > budget:
                 current = _Message(bytearray(), [])
                 messages.append(current)
                 separator = 0
@@ -243,12 +274,12 @@ def _pack(batch: list[_Submission]) -> list[_Message]:
     return messages
 
 
-def _plan_calls(messages: list[_Message]) -> list[list[_Message]]:
-    """Group messages into SendMessageBatch calls: at most 10 entries and 1 MiB a call."""
+def _plan_calls(messages: list[_Message], budget: int) -> list[list[_Message]]:
+    """Group messages into SendMessageBatch calls: at most 10 entries and ``budget`` bytes a call."""
     calls: list[list[_Message]] = []
     size = 0
     for message in messages:
-        if not calls or len(calls[-1]) == SQS_BATCH_ENTRIES or size + len(message.body) > _MESSAGE_BUDGET:
+        if not calls or len(calls[-1]) == SQS_BATCH_ENTRIES or size + len(message.body) > budget:
             calls.append([])
             size = 0
         calls[-1].append(message)

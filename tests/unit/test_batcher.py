@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from ingest_api.batcher import SQS_MAX_REQUEST_BYTES, Overloaded, SqsBatcher
+from ingest_api.batcher import OWNER_SHARE, SQS_MAX_REQUEST_BYTES, Overloaded, SqsBatcher
 
 
 class FakeSqs:
@@ -217,4 +217,35 @@ async def test_held_bytes_are_bounded_and_released_when_answered() -> None:
     assert await batcher.submit([b"z" * 400]) == [True]  # 1,000: within the bound
     assert await waiting == [True]
     assert await batcher.submit([b"w" * 900]) == [True]  # all answered: the bytes were given back
+    await batcher.close()
+
+
+async def test_one_account_holds_at_most_its_share_and_others_still_pass() -> None:
+    """Before: the byte bound was shared by every account, so about 13 in-flight 5 MiB
+    batches of one account made every other caller 503."""
+    sqs = HangingSqs()
+    batcher = SqsBatcher(sqs, "url", linger_s=0.001, max_waiting_bytes=4000, send_timeout_s=0.2)  # type: ignore[arg-type]
+    await batcher.start()
+    share = int(4000 * OWNER_SHARE)
+    held = [batcher.submit([b"a" * (share // 2)], owner="big"), batcher.submit([b"a" * (share // 2)], owner="big")]
+    with pytest.raises(Overloaded):
+        batcher.submit([b"a"], owner="big")  # one byte more than its share
+    others = [batcher.submit([b"b" * (share // 2)], owner=f"other-{i}") for i in range(3)]
+    assert [await f for f in held] == [[False], [False]]  # the stuck SQS answers "not stored"
+    assert [await f for f in others] == [[False]] * 3  # ... but each was taken, not refused
+    assert await asyncio.wait_for(batcher.submit([b"a" * share], owner="big"), 1) == [False]  # its share was given back
+    await batcher.close()
+
+
+async def test_an_account_share_bounds_events_too() -> None:
+    sqs = FakeSqs()
+    batcher = SqsBatcher(sqs, "url", linger_s=0.05, max_waiting_events=8)  # type: ignore[arg-type]
+    await batcher.start()
+    first = batcher.submit([b"{}"] * 2, owner="big")
+    with pytest.raises(Overloaded):
+        batcher.submit([b"{}"], owner="big")
+    second = batcher.submit([b"{}"] * 2, owner="small")
+    assert await first == [True] * 2
+    assert await second == [True] * 2
+    assert await batcher.submit([b"{}"] * 2, owner="big") == [True] * 2
     await batcher.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import decimal
+import json
+import sys
 from typing import Any
 
 import msgspec
@@ -12,7 +15,9 @@ from hypothesis import strategies as st
 
 from ingest_api import validation
 from ingest_api.schemas import EventIn
-from ingest_api.service import IngestService, sqs_safe
+from ingest_api.service import YIELD_EVERY_BYTES, IngestService, sqs_safe
+from ingest_api.validation import MAX_DEPTH
+from shared import envelope
 from shared.decoding import decode_json
 from shared.envelope import QueuedEvent, canonical_json, decode_message, encode_message
 from shared.errors import AppError, ValidationError
@@ -271,3 +276,163 @@ def test_the_fast_check_never_passes_what_the_exact_pass_refuses(payload: bytes)
         assert exact_ok, body
     for duplicated in (b'{"a": 1, "a": 1}', b'{"x": {"k": "a:b", "k": "a:b"}}'):
         assert not validation._surely_fine(b'{"event_type": "t", "payload": ' + duplicated + b"}")
+
+
+# --- every check costs time linear in the text (issue 14 review, F1 and F2) ----------------
+# No clocks: the property measured is the number of function calls (Python and C) a check
+# makes, which must not grow with depth, or with the number of floats; what each C call
+# does is a single pass.
+
+
+def _calls(function: Any, *args: Any) -> int:
+    count = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        function(*args)
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _nested(depth: int, size: int = 64 * 1024) -> bytes:
+    chain = b"[" * (depth - 2) + b"]" * (depth - 2)  # the payload object and "a" hold two levels
+    return b'{"a":[' + b",".join([chain] * (size // (len(chain) + 1))) + b"]}"
+
+
+def _event_text(payload: bytes) -> tuple[str, bytes, bytes]:
+    raw = b'{"event_type":"t","payload":' + payload + b"}"
+    return raw.decode(), raw, payload
+
+
+@pytest.mark.parametrize("forced_exact", [False, True])
+def test_the_edge_checks_make_as_many_passes_at_any_depth(forced_exact: bool) -> None:
+    """Before: the depth check peeled one level per pass, 128 passes over 256 KiB of brackets
+    (311 ms an event). ``forced_exact``: a string holding "u003" sends the duplicate check to
+    the standard library's scanner, which must not depend on depth either."""
+    extra = b',"s":"u003"}' if forced_exact else b"}"
+    counts = {}
+    for depth in (4, 64, MAX_DEPTH):
+        payload = _nested(depth)[:-1] + extra
+        assert validation.check_event_text(*_event_text(payload), "$") is None
+        counts[depth] = _calls(validation.check_event_text, *_event_text(payload), "$")
+    assert counts[MAX_DEPTH] <= counts[4] + 2, counts
+    deeper = _nested(MAX_DEPTH + 1)
+    assert validation.check_event_text(*_event_text(deeper), "$") is not None
+
+
+def test_duplicate_and_number_checks_make_calls_per_object_not_per_level_or_number() -> None:
+    """The exact duplicate pass calls its hook once per object: a payload of n objects costs
+    the same calls whatever their depth, and however many numbers they hold."""
+
+    def payload(depth: int, numbers: int) -> bytes:
+        member = b'{"k":[' + b",".join([b"1.5e300"] * numbers) + b"]}"
+        return b'{"a":[' + b",".join([b"[" * depth + member + b"]" * depth] * 500) + b'],"s":"u003"}'
+
+    counts = [
+        _calls(validation.check_event_text, *_event_text(payload(d, n)), "$") for d, n in ((0, 1), (60, 1), (0, 20))
+    ]
+    assert counts[1] <= counts[0] + 2, counts
+    assert counts[2] <= counts[0] + 2, counts
+
+
+@pytest.mark.parametrize("number", [b"1.5", b"1e1", b"-0.25", b"123456.78901234", b"2.5E-99"])
+def test_the_canonical_form_of_short_floats_costs_no_call_per_float(number: bytes) -> None:
+    """Before: a Python hook (a msgspec encode, and for ``1e1`` two decimal conversions) per
+    float, 73 to 233 ms for 256 KiB of them. Short floats (at most 15 significant digits, a
+    one- or two-digit exponent) have the same value as their double's shortest text, so
+    msgspec alone writes them."""
+    few, many = ({"a": [number] * n} for n in (10, 5_000))
+    counts = [_calls(canonical_json, b'{"a":[' + b",".join(p["a"]) + b"]}") for p in (few, many)]
+    assert counts[1] == counts[0], counts
+
+
+def _canonical_by_the_hook(payload: bytes) -> bytes:
+    """The canonical form as the exact path (a hook per float) writes it: the reference."""
+    try:
+        value = envelope._canonical_decoder.decode(payload)
+    except msgspec.ValidationError:
+        value = envelope._long_int_decoder.decode(payload.decode())
+    return envelope._canonical_encoder.encode(value)
+
+
+_short_floats = st.builds(
+    lambda sign, whole, fraction, exponent: f"{sign}{whole}{fraction}{exponent}",
+    st.sampled_from(["", "-"]),
+    st.integers(0, 10**8).map(str),
+    st.just("") | st.text("0123456789", min_size=1, max_size=9).map(lambda d: "." + d),
+    st.just("") | st.integers(-99, 99).map(lambda e: f"e{e}") | st.sampled_from(["E+5", "e-07", "e00"]),
+).filter(lambda t: "." in t or "e" in t.lower())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_short_floats | _number_texts | _raw_numbers, min_size=1, max_size=6), _raw_payloads)
+def test_the_fast_canonical_path_writes_what_the_exact_path_writes(numbers: list[str], payload: bytes) -> None:
+    for candidate in (("[" + ",".join(numbers) + "]").encode(), payload):
+        try:
+            expected = _canonical_by_the_hook(candidate)
+        except (ValueError, RecursionError):
+            continue  # not JSON text (the generator splices oddities): canonical_json refuses it too
+        assert canonical_json(candidate) == expected, candidate
+
+
+def _exact_problem(body: bytes) -> bool:
+    """The edge's rules, one number and one object at a time (the reference for the fast checks)."""
+
+    def number(text: str) -> None:
+        if validation.number_problem(text) is not None:
+            raise ValueError
+
+    def members(pairs: list[tuple[str, Any]]) -> None:
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ValueError
+
+    try:
+        json.JSONDecoder(object_pairs_hook=members, parse_float=number, parse_int=number).decode(body.decode())
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(_raw_payloads)
+def test_the_linear_checks_refuse_exactly_what_the_per_value_rules_refuse(payload: bytes) -> None:
+    body = b'{"event_type": "t", "payload": ' + payload + b"}"
+    try:
+        text = body.decode()
+        msgspec.json.decode(body)
+    except (ValueError, RecursionError):
+        return  # not for these checks: msgspec or the UTF-8 check refuses it first
+    if validation.too_deep(envelope.without_strings(payload)):
+        return
+    refused = validation.check_event_text(text, body, payload, "$") is not None
+    assert refused == _exact_problem(body), body
+
+
+async def test_a_large_batch_is_checked_in_turns_that_let_other_requests_run() -> None:
+    """Before: a 5 MiB batch was checked in one go, 5.5 s of event loop for the worst one;
+    now the loop comes back between events every ``YIELD_EVERY_BYTES``."""
+    service = IngestService(None, max_payload_bytes=256 * 1024)  # type: ignore[arg-type]
+    item = msgspec.Raw(b'{"event_type":"t","payload":' + _nested(MAX_DEPTH, 200 * 1024) + b"}")
+    items = [item, msgspec.Raw(b'{"event_type":"t","payload":{"a":1,"a":2}}')] * 10
+    turns = 0
+
+    async def bystander() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.create_task(bystander())
+    await asyncio.sleep(0)
+    turns = 0
+    parsed = await service.parse_batch(items)
+    running.cancel()
+    assert [isinstance(p, EventIn) for p in parsed] == [True, False] * 10
+    assert len(item) > YIELD_EVERY_BYTES
+    assert turns >= 10, turns  # at least once after each large event (before: none until the end)
