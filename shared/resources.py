@@ -19,6 +19,7 @@ from shared.settings import Settings
 from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_BY_TYPE_POS_INDEX, INBOX_INDEX, INBOX_POS_INDEX
 
 TABLE_ACTIVE_TIMEOUT_S = 60.0
+QUEUE_MAXIMUM_MESSAGE_SIZE = 1024 * 1024  # bytes; SQS's largest
 # A new index on a table that holds data is backfilled first: on a large table that takes
 # hours (DynamoDB: "can take a long time"). `triggers init` waits this long for it, printing
 # progress, and says to run it again if it gives up (it resumes: nothing is created twice).
@@ -94,7 +95,12 @@ async def ensure_resources(
 
 async def _ensure_queues(settings: Settings, clients: AwsClients, report: Callable[[str], None]) -> None:
     retention = str(settings.queue_retention_s)
-    dlq_url = await _ensure_queue(clients, settings.dead_letter_queue, {"MessageRetentionPeriod": retention})
+    # 1 MiB: the edge packs messages up to it. Set explicitly (and raised on an existing
+    # queue): queues made before SQS raised its default keep 256 KiB.
+    size = str(QUEUE_MAXIMUM_MESSAGE_SIZE)
+    dlq_url = await _ensure_queue(
+        clients, settings.dead_letter_queue, {"MessageRetentionPeriod": retention, "MaximumMessageSize": size}
+    )
     dlq_arn = (await clients.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))["Attributes"][
         "QueueArn"
     ]
@@ -105,6 +111,7 @@ async def _ensure_queues(settings: Settings, clients: AwsClients, report: Callab
         {
             "VisibilityTimeout": str(settings.queue_visibility_timeout_s),
             "MessageRetentionPeriod": retention,
+            "MaximumMessageSize": size,
             "RedrivePolicy": json.dumps(redrive),
         },
     )

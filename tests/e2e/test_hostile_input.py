@@ -215,3 +215,55 @@ def _assert_error_names_a_field(answer: httpx.Response, path: str, name: str) ->
     assert error["status"] in (400, 413), (name, path, error)
     assert error["details"], (name, path, error)
     assert error["details"][0]["field"].startswith("$"), (name, path, error)
+
+
+def test_refused_events_spend_tokens_and_store_nothing(
+    http: httpx.Client, ingest: Service, inbox: Service, writer: Service, key_factory: Any
+) -> None:
+    """Tokens are taken before any event is checked, so a flood of costly refused events is
+    bounded by its sender's own rate limit (before: refused events cost nothing)."""
+    key = key_factory(rate_limit=10)  # one token back every 6 s: none comes back during the test
+    headers = {**key.headers, "Content-Type": "application/json"}
+    refused = [_event(b'{"a": 1, "a": 2}'), _event(b'{"n": 1e400}'), _event(b'{"d": ' + b"[" * 130 + b"]" * 130 + b"}")]
+    batch = http.post(
+        f"{ingest.url}/events/batch", content=b'{"events": [' + b",".join(refused) + b"]}", headers=headers
+    )
+    assert batch.status_code == 207, batch.text
+    assert [r["error"]["status"] for r in batch.json()["results"]] == [400, 400, 400]
+    single = http.post(f"{ingest.url}/events", content=refused[0], headers=headers)
+    assert single.status_code == 400, single.text
+    spent = int(batch.headers["x-ratelimit-remaining"]) - int(single.headers["x-ratelimit-remaining"])
+    assert spent == 1, (batch.headers, single.headers)  # the single refused event: one token
+    assert int(batch.headers["x-ratelimit-remaining"]) <= 10 - len(refused)  # the batch: one per event
+    assert settled_inbox(http, ingest, inbox, key) == {}
+
+
+def test_a_non_ascii_idempotency_key_is_one_key_in_the_header_and_in_the_body(
+    http: httpx.Client, ingest: Service, inbox: Service, writer: Service, key_factory: Any
+) -> None:
+    """The header is read as UTF-8, as the body is (before: latin-1, so the same key sent
+    both ways was refused as control characters, or never matched)."""
+    key = key_factory()
+    idem = "clé-ключ-\U0001f511"  # Latin, Cyrillic, an astral character: 2, 2 and 4 bytes in UTF-8
+    body = b'{"event_type": "k", "payload": {"n": 1}, "idempotency_key": %s}' % msgspec.json.encode(idem)
+    headers = {**key.headers, "Content-Type": "application/json"}
+    both = http.post(f"{ingest.url}/events", content=body, headers={**headers, "Idempotency-Key": idem.encode()})
+    assert both.status_code == 202, both.text
+    body_only = http.post(f"{ingest.url}/events", content=body, headers=headers)
+    assert body_only.status_code == 202, body_only.text
+    header_only = http.post(
+        f"{ingest.url}/events",
+        content=b'{"event_type": "k", "payload": {"n": 1}}',
+        headers={**headers, "Idempotency-Key": idem.encode()},
+    )
+    assert header_only.status_code == 202, header_only.text
+    invalid = http.post(
+        f"{ingest.url}/events",
+        content=b'{"event_type": "k", "payload": {"n": 2}}',
+        headers={**headers, "Idempotency-Key": b"k\xff\xfe"},
+    )
+    assert invalid.status_code == 400, invalid.text
+    assert [d["field"] for d in invalid.json()["details"]] == ["Idempotency-Key"]
+    stored = settled_inbox(http, ingest, inbox, key, [both.json()["event_id"]])
+    assert list(stored) == [both.json()["event_id"]]  # one event: the three posts are one key
+    assert bytes(stored[both.json()["event_id"]].payload) == b'{"n": 1}'

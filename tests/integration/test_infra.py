@@ -14,7 +14,8 @@ from typing import Any
 from aiobotocore.session import get_session
 from cfnlint.decode import decode_str
 
-from shared.resources import table_specs
+from ingest_api.batcher import SQS_MAX_REQUEST_BYTES
+from shared.resources import QUEUE_MAXIMUM_MESSAGE_SIZE, table_specs
 from shared.settings import settings_from_env
 from tests.conftest import ROOT, Stack
 
@@ -234,3 +235,13 @@ def test_the_writer_gets_the_queues_own_visibility_timeout() -> None:
         assert env["TRIGGERS_QUEUE_VISIBILITY_TIMEOUT_S"] == {
             "Fn::ImportValue": {"Fn::Sub": "${DataStackName}-VisibilityTimeoutSeconds"}
         }
+
+
+def test_both_queues_take_messages_of_1_mib_as_the_edge_packs_them() -> None:
+    """Set, not left to SQS's default: queues made before SQS raised it keep 256 KiB, and the
+    edge packs messages up to 1 MiB (``triggers init`` sets the same on local queues)."""
+    data, _ = decode_str((ROOT / "infra" / "data.yaml").read_text())
+    queues = _of_type(data["Resources"], "AWS::SQS::Queue")
+    assert set(queues) == {"DeadLetterQueue", "EventsQueue"}
+    for name, properties in queues.items():
+        assert properties.get("MaximumMessageSize") == QUEUE_MAXIMUM_MESSAGE_SIZE == SQS_MAX_REQUEST_BYTES, name
