@@ -44,14 +44,20 @@ def _count_request(event_name: str, **_: object) -> None:
     AWS_REQUESTS[event_name.split(".", 1)[1]] += 1
 
 
-def _client_config(settings: Settings, *, pool_size: int) -> AioConfig:
+def _read_timeout_s(settings: Settings, *, long_poll: bool) -> float:
+    # Long polls (SQS only) wait up to the writer's wait time on their own; the read timeout
+    # must outlast them. No other call waits: DynamoDB's must not (an outage would take 20 s
+    # more per call to notice).
+    return settings.aws_read_timeout_s + (settings.writer_wait_time_s if long_poll else 0)
+
+
+def _client_config(settings: Settings, *, pool_size: int, long_poll: bool = True) -> AioConfig:
     return AioConfig(
         region_name=settings.aws_region,
         # botocore's "standard" mode retries throttling and transient 5xx with jittered backoff.
         retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
         connect_timeout=settings.aws_connect_timeout_s,
-        # Long polls wait up to 20 s on their own; the read timeout must outlast them.
-        read_timeout=settings.aws_read_timeout_s + settings.writer_wait_time_s,
+        read_timeout=_read_timeout_s(settings, long_poll=long_poll),
         max_pool_connections=pool_size,
         # Our requests are built by our own code, not by users: validating every parameter
         # against the service model costs ~20% of the writer's CPU and finds nothing.
@@ -86,7 +92,7 @@ async def open_clients(settings: Settings, *, pool_size: int = 64) -> AsyncItera
             session.create_client(
                 "dynamodb",
                 endpoint_url=dynamodb_endpoint,
-                config=config,
+                config=_client_config(settings, pool_size=pool_size, long_poll=False),
                 aws_access_key_id=key_id,
                 aws_secret_access_key=secret,
             )
@@ -116,15 +122,14 @@ async def _lean(
         current = credentials.get_frozen_credentials()
         return await current if inspect.isawaitable(current) else current
 
-    def lean(service: Service, fallback: Any, endpoint: str | None) -> Any:
+    def lean(service: Service, fallback: Any, endpoint: str | None, *, long_poll: bool) -> Any:
         default = f"https://{service.signing_name}.{settings.aws_region}.amazonaws.com"
         url = (endpoint or default).rstrip("/") + "/"
         http = Http1Pool(
             url,
             limit=pool_size,
             connect_timeout_s=settings.aws_connect_timeout_s,
-            # Long polls wait up to the writer's wait time on their own; the timeout must outlast them.
-            read_timeout_s=settings.aws_read_timeout_s + settings.writer_wait_time_s,
+            read_timeout_s=_read_timeout_s(settings, long_poll=long_poll),
         )
         stack.callback(http.close)
         return LeanClient(
@@ -140,8 +145,9 @@ async def _lean(
 
     # Same methods, same answers, same exceptions: typed as the clients they stand in for.
     return AwsClients(
-        sqs=cast(SQSClient, lean(SQS, sqs, settings.sqs_endpoint_url or settings.aws_endpoint_url)),
+        sqs=cast(SQSClient, lean(SQS, sqs, settings.sqs_endpoint_url or settings.aws_endpoint_url, long_poll=True)),
         dynamodb=cast(
-            DynamoDBClient, lean(DYNAMODB, dynamodb, settings.dynamodb_endpoint_url or settings.aws_endpoint_url)
+            DynamoDBClient,
+            lean(DYNAMODB, dynamodb, settings.dynamodb_endpoint_url or settings.aws_endpoint_url, long_poll=False),
         ),
     )

@@ -27,7 +27,11 @@ class BackoffPolicy:
     def delay_s(self, attempt: int) -> float:
         """The jittered pause after failed attempt number ``attempt`` (0-based)."""
         # min() before the power would overflow for very long outages: cap the exponent.
-        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** min(attempt, 30)))
+        return random.uniform(0, self.ceiling_s(attempt))
+
+    def ceiling_s(self, attempt: int) -> float:
+        """The longest pause after failed attempt ``attempt``: the policy without jitter."""
+        return min(self.cap_s, self.base_s * float(2 ** min(attempt, 30)))
 
     async def pause(self, attempt: int) -> None:
         await asyncio.sleep(self.delay_s(attempt))
@@ -41,6 +45,20 @@ CONFLICT_RETRY = BackoffPolicy("conflict", base_s=0.02, cap_s=1.0, attempts=6)
 # While DynamoDB is unreachable or throttling, the writer probes it with one cheap call
 # after each pause of this policy, until it answers (writer_worker/worker.py).
 STORAGE_PROBE = BackoffPolicy("storage_probe", base_s=0.25, cap_s=5.0)
+
+# Events whose account's items were throttled go back to the events queue in a message of
+# their own, delayed by this policy's pause after their n-th deferral (at least 1 s; SQS
+# allows 900 s at most): a hot account is tried less often, never dead-lettered for it.
+THROTTLE_DEFER = BackoffPolicy("throttle_defer", base_s=1.0, cap_s=60.0)
+
+# SendMessageBatch entries that failed are sent again a few times within one batch, so a
+# message is rarely left to come back (and repeat what it had already sent).
+SQS_RESEND = BackoffPolicy("sqs_resend", base_s=0.05, cap_s=1.0, attempts=4)
+
+# Lambda, storage unavailable: a message about to be reported as failed is first hidden for
+# this policy's ceiling after its receive count (no jitter: 30 s, 60 s, ... 15 min), so each
+# receive covers more of an outage (docs/operations.md, "Lambda writer").
+OUTAGE_REDELIVERY = BackoffPolicy("outage_redelivery", base_s=30.0, cap_s=900.0)
 
 
 async def retry_pending(

@@ -10,9 +10,15 @@ be stored goes there alone while the rest of its message is stored, exactly as t
 Storage outages: the function cannot pause its event-source mapping, so it holds the batch
 within its own invocation instead: it probes storage (``STORAGE_PROBE``) and writes the held
 messages again while more than ``LAMBDA_RESERVE_S`` of its time remains, and only then
-reports them as failures. Each invocation then spends one receive per up to a function
-timeout of outage, where failing at once spent one per few seconds; docs/operations.md says
-how to size the function timeout and maxReceiveCount for the outages to ride out.
+reports them as failures, first hiding each for ``OUTAGE_REDELIVERY`` after its receive
+count (30 s, 60 s, ... 15 min), so each receive covers more of the outage. A batch stops at
+its first unavailable group (the writer tries no more groups once storage as a whole
+failed). docs/operations.md says how to size the function timeout and maxReceiveCount for
+the outages to ride out.
+
+Events whose account's items were throttled (one hot account, not storage as a whole) go
+back to the events queue in a message of their own, with a delay, and their message is
+reported as handled: they never make other accounts' events of the same message fail.
 
 Clients are opened on the first invocation and kept for the life of the execution
 environment (not at import time), on one event loop that outlives invocations.
@@ -28,13 +34,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from types_aiobotocore_sqs import SQSClient
+
 from shared.aws import open_clients
 from shared.logging import configure_logging
-from shared.retry import STORAGE_PROBE
+from shared.retry import OUTAGE_REDELIVERY, STORAGE_PROBE
 from shared.settings import Settings, get_settings
-from writer_worker.dead_letters import DeadLetters
+from writer_worker.dead_letters import SQS_MAX_DELAY_S, DeadLetters, Deferrals, deferrals_of
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 from writer_worker.store import EventWriter
+
+log = structlog.get_logger()
 
 # Time kept free at the end of an invocation for one more write and the answer.
 LAMBDA_RESERVE_S = 8.0
@@ -46,6 +58,9 @@ class _Resources:
     writer: EventWriter
     dead_letters: DeadLetters
     stack: contextlib.AsyncExitStack
+    deferrals: Deferrals | None = None  # None: throttled events' messages are reported as failures
+    sqs: SQSClient | None = None
+    events_url: str = ""
 
 
 class LambdaWriter:
@@ -73,12 +88,16 @@ class LambdaWriter:
             stack = contextlib.AsyncExitStack()
             clients = await stack.enter_async_context(open_clients(self._settings, pool_size=16))
             dlq_url = (await clients.sqs.get_queue_url(QueueName=self._settings.dead_letter_queue))["QueueUrl"]
+            events_url = (await clients.sqs.get_queue_url(QueueName=self._settings.events_queue))["QueueUrl"]
             writer = EventWriter(clients.dynamodb, self._settings)
             self._resources = _Resources(
                 processor=BatchProcessor(writer),
                 writer=writer,
                 dead_letters=DeadLetters(clients.sqs, dlq_url),
                 stack=stack,
+                deferrals=Deferrals(clients.sqs, events_url),
+                sqs=clients.sqs,
+                events_url=events_url,
             )
         return self._resources
 
@@ -89,21 +108,23 @@ class LambdaWriter:
                 message_id=record["messageId"],
                 body=record["body"],
                 receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
+                deferrals=deferrals_of(record.get("messageAttributes", {})),
             )
             for record in event.get("Records", [])
         ]
+        handles = {r["messageId"]: r.get("receiptHandle", "") for r in event.get("Records", [])}
         by_id = {m.message_id: m for m in received}
-        failures = []
+        failures, waiting = [], []
         for result in await self._process_riding_out_outages(resources, received, remaining_s):
-            if result.disposition is Disposition.DONE and await resources.dead_letters.send_rejected(
-                by_id[result.message_id], result
-            ):
+            message = by_id[result.message_id]
+            if result.disposition is Disposition.DONE and await _set_apart(resources, message, result):
                 continue
-            if result.disposition is Disposition.POISON and await resources.dead_letters.send(
-                by_id[result.message_id], result
-            ):
+            if result.disposition is Disposition.POISON and await resources.dead_letters.send(message, result):
                 continue
+            if result.disposition is Disposition.WAIT:
+                waiting.append(message)
             failures.append({"itemIdentifier": result.message_id})
+        await _hide_for_outage(resources, waiting, handles)
         return {"batchItemFailures": failures}
 
     @staticmethod
@@ -127,6 +148,46 @@ class LambdaWriter:
                 if await resources.writer.probe():
                     break
         return [settled[m.message_id] for m in received]
+
+
+async def _set_apart(resources: _Resources, message: Received, result: MessageResult) -> bool:
+    """Dead-letter its rejected events and defer its throttled ones; True if both went."""
+    if not await resources.dead_letters.send_rejected(message, result):
+        return False
+    if not result.deferred:
+        return True
+    return resources.deferrals is not None and await resources.deferrals.send(message, result.deferred)
+
+
+async def _hide_for_outage(resources: _Resources, waiting: list[Received], handles: dict[str, str]) -> None:
+    """Storage was unavailable all invocation long: hide each message for longer per receive.
+
+    A failed record is visible again at once otherwise (at the visibility timeout at most),
+    and a long outage would spend every receive in minutes. Best effort: if this fails the
+    messages simply come back sooner.
+    """
+    if resources.sqs is None or not waiting:
+        return
+    entries: list[Any] = [
+        {
+            "Id": str(i),
+            "ReceiptHandle": handles[m.message_id],
+            "VisibilityTimeout": min(SQS_MAX_DELAY_S, int(OUTAGE_REDELIVERY.ceiling_s(m.receive_count - 1))),
+        }
+        for i, m in enumerate(waiting)
+        if handles.get(m.message_id)
+    ]
+    for start in range(0, len(entries), 10):
+        try:
+            response = await resources.sqs.change_message_visibility_batch(
+                QueueUrl=resources.events_url, Entries=entries[start : start + 10]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("visibility_change_failed", error=type(exc).__name__, messages=len(entries[start : start + 10]))
+            continue
+        if response.get("Failed"):
+            codes = sorted({f.get("Code", "") for f in response["Failed"]})
+            log.warning("visibility_change_partly_failed", codes=codes, messages=len(response["Failed"]))
 
 
 _writer: LambdaWriter | None = None

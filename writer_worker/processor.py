@@ -25,7 +25,7 @@ log = structlog.get_logger()
 
 
 class Disposition(enum.StrEnum):
-    DONE = "done"  # every event is stored, or rejected alone (``rejected``): delete it
+    DONE = "done"  # every event is stored, rejected alone (``rejected``) or deferred alone (``deferred``): delete it
     RETRY = "retry"  # something about its events failed for now: let it come back later
     WAIT = "wait"  # storage is unavailable (outage, throttling): hold it until storage answers
     POISON = "poison"  # its envelope cannot be decoded: dead-letter it whole, with the reason
@@ -36,6 +36,7 @@ class Received:
     message_id: str
     body: str
     receive_count: int = 1
+    deferrals: int = 0  # how often its events were throttled and sent again (DEFERRALS_ATTRIBUTE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,10 @@ class MessageResult:
     disposition: Disposition
     reason: str = ""
     rejected: tuple[Rejected, ...] = ()  # with DONE: to dead-letter, each alone, before deleting
+    # With DONE: events whose account's items were throttled. They go back to the events
+    # queue in a message of their own, with a delay, before this one is deleted: one hot
+    # account never holds back, or fails, the other accounts' events it shared a message with.
+    deferred: tuple[QueuedEvent, ...] = ()
 
 
 class BatchProcessor:
@@ -94,7 +99,8 @@ class BatchProcessor:
         rejected = tuple(
             Rejected(e, r.reason) for e, r in zip(events, outcomes, strict=True) if r.outcome is Outcome.REJECTED
         )
-        return MessageResult(message_id, Disposition.DONE, rejected=rejected)
+        deferred = tuple(e for e, r in zip(events, outcomes, strict=True) if r.outcome is Outcome.THROTTLED)
+        return MessageResult(message_id, Disposition.DONE, rejected=rejected, deferred=deferred)
 
 
 _EVENTS_BY_OUTCOME = {outcome: WRITER_EVENTS.labels(outcome.value) for outcome in Outcome}
@@ -130,6 +136,7 @@ def _log_batch(
         duplicates=counts.get(Outcome.DUPLICATE.value, 0),
         already_stored=counts.get(Outcome.ALREADY_STORED.value, 0),
         rejected=counts.get(Outcome.REJECTED.value, 0),
+        throttled=counts.get(Outcome.THROTTLED.value, 0),
         retry=dispositions.get(Disposition.RETRY.value, 0),
         waiting=dispositions.get(Disposition.WAIT.value, 0),
         poison=dispositions.get(Disposition.POISON.value, 0),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ from types_aiobotocore_sqs import SQSClient
 
 from shared.aws import AWS_REQUESTS
 from shared.retry import STORAGE_PROBE, BackoffPolicy
-from writer_worker.dead_letters import DeadLetters
+from writer_worker.dead_letters import DEFERRALS_ATTRIBUTE, DeadLetters, Deferrals, deferrals_of
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 
 log = structlog.get_logger()
@@ -54,62 +55,153 @@ async def _always_up() -> bool:
     return True
 
 
+class _State(enum.Enum):
+    OPEN = "open"  # every receiver and held batch writes
+    CLOSED = "closed"  # storage is unavailable: one task probes it, everyone else waits
+    HALF_OPEN = "half_open"  # the probe answered: one held batch writes, as the real test
+
+
 class StorageGate:
-    """Open while storage answers; closed, receivers wait and one task probes it.
+    """Open while storage takes writes; closed, receivers wait and one task probes it.
+
+    A probe that answers does not reopen the gate for everyone: it lets one batch through
+    (half-open; a held batch first, which is what the outage stopped), and that batch's
+    writes decide: stored, the gate opens; unavailable again, it closes and probing goes on.
 
     The backoff level is kept across probes and resets only when a write succeeds, so storage
-    that answers the probe but still refuses writes (throttling on one partition) is tried
-    less and less often rather than in a tight loop.
+    that answers the probe but still refuses writes is tried less and less often rather than
+    in a tight loop.
     """
 
     def __init__(self, probe: Callable[[], Awaitable[bool]], policy: BackoffPolicy, stopping: asyncio.Event) -> None:
         self._probe = probe
         self._policy = policy
         self._stopping = stopping
-        self._open = asyncio.Event()
-        self._open.set()
+        self._state = _State.OPEN
+        self._changed = asyncio.Event()  # set, and replaced, at every change of state
+        self._trial: asyncio.Task[Any] | None = None  # half-open: the task let through as the test
+        self._held_waiting = 0  # held batches waiting at the gate (they go first when half-open)
         self._level = 0
+        self._closed_at = 0.0
+        self._probes = 0
         self._prober: asyncio.Task[None] | None = None
         self.outages = 0
 
+    @property
+    def is_open(self) -> bool:
+        return self._state is _State.OPEN
+
     def close(self, reason: str) -> None:
-        """A write met an outage: stop receiving until the probe says storage answers."""
-        if self._open.is_set():
-            self._open.clear()
+        """A write met a service-wide failure: stop writing until storage answers again."""
+        if self._state is _State.CLOSED:
+            return
+        if self._state is _State.OPEN:
             self.outages += 1
+            self._closed_at = time.monotonic()
+            self._probes = 0
             log.warning("storage_unavailable", reason=reason, backoff_level=self._level)
-            self._prober = asyncio.create_task(self._probe_until_up(), name="storage-probe")
+        else:
+            log.warning("storage_trial_failed", reason=reason, backoff_level=self._level)
+        self._set(_State.CLOSED)
+        self._start_prober()
 
     def succeeded(self) -> None:
+        """A batch was written (not one of its events unavailable): storage takes writes."""
         self._level = 0
+        if self._state is not _State.OPEN:
+            waited_s = round(time.monotonic() - self._closed_at, 1)
+            log.info("storage_available", waited_s=waited_s, probes=self._probes)
+            self._set(_State.OPEN)
 
-    async def wait_open(self) -> bool:
-        """True at once while open; closed, wait until storage answers (True) or shutdown (False)."""
-        if self._open.is_set():
-            return True
-        opened = asyncio.ensure_future(self._open.wait())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({opened, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        opened.cancel()
-        stopping.cancel()
-        return self._open.is_set() and not self._stopping.is_set()
+    def abandoned(self) -> None:
+        """The batch let through as the test ended without a verdict: let another one try."""
+        if self._state is _State.HALF_OPEN and self._trial is asyncio.current_task():
+            self._trial = None
+            self._notify()
+
+    async def wait_open(self, *, held: bool = False) -> bool:
+        """Wait until this caller may write: True; False only on shutdown.
+
+        Open: at once. Half-open: the first caller takes the one trial, held batches
+        (``held``) before receivers. A gate that closes again before a waiter runs is
+        simply waited on again: closing is never read as stopping.
+        """
+        if held:
+            self._held_waiting += 1
+        try:
+            while not self._stopping.is_set():
+                if self._state is _State.OPEN:
+                    return True
+                if self._state is _State.HALF_OPEN and self._trial is None and (held or not self._held_waiting):
+                    self._trial = asyncio.current_task()
+                    return True
+                await _first(self._changed.wait(), self._stopping.wait())
+            return False
+        finally:
+            if held:
+                self._held_waiting -= 1
 
     async def aclose(self) -> None:
         if self._prober is not None:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
 
+    def _set(self, state: _State) -> None:
+        self._state = state
+        self._trial = None
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _start_prober(self) -> None:
+        if self._prober is not None and not self._prober.done():
+            return
+        self._prober = asyncio.create_task(self._probe_until_up(), name="storage-probe")
+        self._prober.add_done_callback(self._prober_ended)
+
+    def _prober_ended(self, task: asyncio.Task[None]) -> None:
+        # The prober is the only way out of CLOSED: if it ever dies, start it again.
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("storage_probe_crashed", error=type(task.exception()).__name__)
+        if self._state is _State.CLOSED and not self._stopping.is_set():
+            self._start_prober()
+
     async def _probe_until_up(self) -> None:
-        started = time.monotonic()
-        probes = 0
         while not self._stopping.is_set():
-            await self._policy.pause(self._level)
+            await _first(self._policy.pause(self._level), self._stopping.wait())
+            if self._stopping.is_set():
+                return  # shutdown, not storage answering: the gate stays as it is
             self._level += 1
-            probes += 1
-            if await self._probe():
+            self._probes += 1
+            if await self._probe_once():
                 break
-        log.info("storage_available", waited_s=round(time.monotonic() - started, 1), probes=probes)
-        self._open.set()
+        if self._stopping.is_set():
+            return
+        log.info("storage_answering", probes=self._probes, backoff_level=self._level)
+        self._set(_State.HALF_OPEN)
+
+    async def _probe_once(self) -> bool:
+        try:
+            return await self._probe()
+        except Exception as exc:  # noqa: BLE001 - whatever the probe raises, storage is not known to be up
+            log.warning("storage_probe_failed", error=type(exc).__name__)
+            return False
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` is done, cancel the others; raise what it raised."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 class Worker:
@@ -130,6 +222,7 @@ class Worker:
         self._urls = urls
         self._processor = processor
         self._dead_letters = DeadLetters(sqs, urls.dead_letters)
+        self._deferrals = Deferrals(sqs, urls.events)
         self._visibility_s = visibility_timeout_s
         self._receivers = receivers
         self._wait_time_s = wait_time_s
@@ -164,9 +257,11 @@ class Worker:
         )
 
     async def _receive_loop(self) -> None:
-        while not self._stopping.is_set() and await self._gate.wait_open():
+        # wait_open() is False only on shutdown: a receiver ends then, and only then.
+        while await self._gate.wait_open():
             messages = await self._receive()
             if not messages:
+                self._gate.abandoned()  # had it let this receiver through as the test, another may go
                 continue
             try:
                 await self._handle(messages)
@@ -182,6 +277,7 @@ class Worker:
                 MaxNumberOfMessages=SQS_BATCH,
                 WaitTimeSeconds=self._wait_time_s,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=[DEFERRALS_ATTRIBUTE],
             )
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
@@ -208,24 +304,31 @@ class Worker:
                     message_id=m["MessageId"],
                     body=m["Body"],
                     receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+                    deferrals=deferrals_of(m.get("MessageAttributes", {})),
                 )
                 for m in messages
             ]
             # Messages that met a storage outage stay here, hidden, until storage answers;
             # on shutdown they stay in _in_flight and run() gives them back.
-            while pending and await self._gate.wait_open():
-                results = await self._processor.process(pending)
+            first = True
+            while pending and (first or await self._gate.wait_open(held=True)):
+                first = False
+                try:
+                    results = await self._processor.process(pending)
+                except Exception:
+                    self._gate.abandoned()
+                    raise
                 waiting = {r.message_id for r in results if r.disposition is Disposition.WAIT}
+                if waiting:  # the gate's verdict first: it is about storage, not about settling
+                    self._gate.close(next(r.reason for r in results if r.disposition is Disposition.WAIT))
+                else:
+                    self._gate.succeeded()
                 settled = [r for r in results if r.disposition is not Disposition.WAIT]
                 await self._settle(pending, settled, handles)
                 for result in settled:
                     held.remove(handles[result.message_id])
                     self._in_flight.pop(handles[result.message_id], None)
-                if not waiting:
-                    self._gate.succeeded()
-                    break
                 self.totals["held_for_storage"] += len(waiting)
-                self._gate.close(next(r.reason for r in results if r.disposition is Disposition.WAIT))
                 pending = [m for m in pending if m.message_id in waiting]
         except Exception:
             for handle in held:  # not settled: they come back after their visibility timeout
@@ -243,21 +346,33 @@ class Worker:
 
     async def _settle(self, received: list[Received], results: list[MessageResult], handles: dict[str, str]) -> None:
         by_id = {m.message_id: m for m in received}
-        done = []
+        done: list[MessageResult] = []
         for result in results:
-            self.totals[result.disposition.value] += 1
             message = by_id[result.message_id]
             if result.disposition is Disposition.DONE:
-                # Rejected events go to the DLQ alone first; if that fails the message stays,
-                # comes back, and its stored events are recognised as already stored.
-                if await self._dead_letters.send_rejected(message, result):
-                    done.append(result.message_id)
+                # Rejected events go to the DLQ alone, throttled ones back to the queue alone,
+                # first; if that fails the message stays, comes back, and its stored events
+                # are recognised as already stored.
+                if await self._dead_letters.send_rejected(message, result) and await self._deferrals.send(
+                    message, result.deferred
+                ):
+                    done.append(result)
+                else:
+                    self.totals["set_apart_failed"] += 1
             elif result.disposition is Disposition.POISON:
                 if await self._dead_letters.send(message, result):
-                    done.append(result.message_id)
+                    done.append(result)
+                else:
+                    self.totals["set_apart_failed"] += 1
             elif result.disposition is Disposition.RETRY:
+                self.totals[result.disposition.value] += 1
                 await self._retry_later(handles[result.message_id], message.receive_count)
-        await self._delete([handles[i] for i in done])
+        deleted = await self._delete([handles[r.message_id] for r in done])
+        for result in done:  # counted once it is really gone from the queue
+            if handles[result.message_id] in deleted:
+                self.totals[result.disposition.value] += 1
+            else:
+                self.totals["delete_failed"] += 1
 
     async def _retry_later(self, handle: str, receive_count: int) -> None:
         delay = min(RETRY_MAX_DELAY_S, RETRY_BASE_DELAY_S * 2 ** max(0, receive_count - 1))
@@ -266,7 +381,9 @@ class Worker:
                 QueueUrl=self._urls.events, ReceiptHandle=handle, VisibilityTimeout=delay
             )
 
-    async def _delete(self, handles: list[str]) -> None:
+    async def _delete(self, handles: list[str]) -> set[str]:
+        """Delete the messages of ``handles``; the handles whose delete succeeded."""
+        deleted: set[str] = set()
         for start in range(0, len(handles), SQS_BATCH):
             chunk = handles[start : start + SQS_BATCH]
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
@@ -276,8 +393,11 @@ class Worker:
                 # Not deleted means delivered again later, and stored-once makes that harmless.
                 log.warning("delete_failed", error=type(exc).__name__, messages=len(chunk))
                 continue
-            if response.get("Failed"):
-                log.warning("delete_partly_failed", failed=len(response["Failed"]))
+            failed = {f["Id"] for f in response.get("Failed", [])}
+            if failed:
+                log.warning("delete_partly_failed", codes=sorted({f.get("Code", "") for f in response["Failed"]}))
+            deleted |= {h for i, h in enumerate(chunk) if str(i) not in failed}
+        return deleted
 
     async def _release_in_flight(self) -> int:
         """Give unfinished messages back to the queue now rather than after their timeout."""
@@ -290,6 +410,10 @@ class Worker:
             chunk = handles[start : start + SQS_BATCH]
             entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout_s} for i, h in enumerate(chunk)]
             try:
-                await self._sqs.change_message_visibility_batch(QueueUrl=self._urls.events, Entries=entries)  # type: ignore[arg-type]
+                response = await self._sqs.change_message_visibility_batch(QueueUrl=self._urls.events, Entries=entries)  # type: ignore[arg-type]
             except (BotoCoreError, ClientError) as exc:
                 log.warning("visibility_change_failed", error=type(exc).__name__, messages=len(chunk))
+                continue
+            if response.get("Failed"):  # e.g. a receipt handle that expired: that message may reappear
+                codes = sorted({f.get("Code", "") for f in response["Failed"]})
+                log.warning("visibility_change_partly_failed", codes=codes, messages=len(response["Failed"]))

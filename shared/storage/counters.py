@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from shared.storage.layout import counter_key
@@ -23,6 +23,8 @@ from shared.storage.layout import counter_key
 CONTENDED_FOR_S = 60.0
 # Accounts remembered as contended, per process; the least recently marked go first.
 CONTENDED_REMEMBERED = 4096
+# Cancellation reasons of an item over its partition's throughput.
+THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 
 
 class ShardChooser:
@@ -38,10 +40,23 @@ class ShardChooser:
             return random.randrange(self._shards)
         return 0
 
-    def cancelled(self, reasons: list[Any], accounts: Iterable[str]) -> None:
-        """A transaction writing these accounts' counters was cancelled for ``reasons``."""
+    def cancelled(
+        self, reasons: list[Any], accounts: Iterable[str], counters: Sequence[str | None] | None = None
+    ) -> None:
+        """A transaction writing these accounts' counters was cancelled for ``reasons``.
+
+        ``counters`` names, item by item, the account whose counter the item updates (None
+        for other items). A conflict spreads every account of the transaction; a throttled
+        counter item spreads its own account (its one shard is over its partition's rate),
+        or every account when the items are not named.
+        """
         if any(r.get("Code") == "TransactionConflict" for r in reasons):
             self.contended(accounts)
+        throttled = [i for i, r in enumerate(reasons) if r.get("Code") in THROTTLE_REASONS]
+        if throttled and counters is None:
+            self.contended(accounts)
+        elif throttled and counters is not None:
+            self.contended({a for i in throttled if i < len(counters) and (a := counters[i]) is not None})
 
     def contended(self, accounts: Iterable[str]) -> None:
         """These accounts' counter writes just conflicted with another transaction."""
