@@ -10,10 +10,18 @@ Events older than the event retention: a stored event is removed by TTL at the e
 ``event_retention_s`` after it was received (it must be acknowledged first, and it was
 received before it was stored). So a missing item means "never stored" only for an event
 younger than that; for an older one it may as well mean "stored, acknowledged and expired",
-and sending it again would put an acknowledged event back into the inbox. Such events are
-never replayed: a message made only of them (and of stored ones) stays in the DLQ, reported
-"expired"; in a message that also holds events to replay, they are put back into the DLQ on
-their own, with that reason, and the rest is replayed.
+and sending it again would put an acknowledged event back into the inbox. For such an event
+its dedup claim decides, which outlives the event (writer_worker/store.py, ``_claim_put``):
+no claim for its dedup key means it was never stored, and it is replayed; a claim naming it
+means it was stored, one naming another event means another holds its key, and either way
+it is not replayed ("expired"); past the claim's own lifetime nothing can tell, and it is
+not replayed either. A message made only of expired events (and of stored ones) stays in the
+DLQ, reported "expired"; in a message that also holds events to replay, they are put back
+into the DLQ on their own, with that reason, and the rest is replayed.
+
+Dead letters made while a run goes (a replayed event that fails again) are left for the
+next run, reported "later": those whose events this run sent back, and those SQS stamped
+after the run began, with ``CLOCK_MARGIN_S`` for the operator's clock against SQS's.
 """
 
 from __future__ import annotations
@@ -30,10 +38,15 @@ from botocore.exceptions import ClientError
 from shared.aws import AwsClients
 from shared.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
 from shared.settings import Settings
+from shared.storage.layout import dedup_id
 
 SQS_BATCH = 10
+SQS_MAX_RETENTION_S = 14 * 24 * 3600
 # How long a message received for inspection or replay stays hidden from other readers.
 HOLD_S = 60
+# How far the operator's clock may be behind SQS's before a dead letter sent just before the
+# run looks as if it was sent during it (and is left for the next run, reported "later").
+CLOCK_MARGIN_S = 60
 
 
 class Outcome(enum.StrEnum):
@@ -43,6 +56,7 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"  # cannot be decoded: left in the DLQ
     SKIPPED = "skipped"  # did not match the filter: left in the DLQ
     EXPIRED = "expired"  # only events past retention (and stored ones): left in the DLQ
+    LATER = "later"  # dead-lettered while this run went on: left for the next run
 
 
 @dataclass(frozen=True)
@@ -180,10 +194,14 @@ class DeadLetterQueue:
         # Dead letters sent after the run began are left for the next run: a replayed event
         # that fails again comes back as a new dead letter, which must not be replayed in a loop.
         started_s = time.time()
+        sent_back: set[str] = set()  # event ids this run replayed
         try:
             async for batch in self.receive(limit):
-                later = [d for d in batch if d.message_id in set_apart or d.sent_at_s > started_s]
+                later = [d for d in batch if d.message_id in set_apart or _made_during(d, started_s, sent_back)]
                 kept += later
+                for letter in later:
+                    if letter.message_id not in set_apart:
+                        report.outcomes[letter.message_id] = Outcome.LATER.value
                 seen = report.outcomes.keys() | {d.message_id for d in later}
                 fresh = [letter for letter in batch if letter.message_id not in seen]
                 if not fresh:
@@ -193,6 +211,7 @@ class DeadLetterQueue:
                     report.outcomes[letter.message_id] = outcome.value
                     if outcome is Outcome.REPLAYED:
                         await self._clients.sqs.send_message(QueueUrl=events_url, MessageBody=plan.replay_body(letter))
+                        sent_back.update(e.event_id for e in plan.replay)
                         if plan.expired:  # kept, alone, rather than lost with the message
                             sent = await self._clients.sqs.send_message(
                                 QueueUrl=dlq_url,
@@ -225,15 +244,35 @@ class DeadLetterQueue:
     async def _plan(self, message: QueueMessage) -> _Plan:
         """Which events to send again: those not stored, and young enough to know it."""
         plan = _Plan()
-        oldest_us = time.time_ns() // 1000 - self._settings.event_retention_s * 1_000_000
+        now_us = time.time_ns() // 1000
+        oldest_us = now_us - self._settings.event_retention_s * 1_000_000
+        # A claim is kept until this long after its event was received (its TTL).
+        claim_lives_us = (self._settings.dedup_window_s + claim_linger_s(self._settings)) * 1_000_000
         for event in message.events:
             if await self._stored(event):
                 plan.stored.append(event)
-            elif event.received_at_us <= oldest_us:
-                plan.expired.append(event)
-            else:
+            elif event.received_at_us > oldest_us:
                 plan.replay.append(event)
+            elif event.received_at_us + claim_lives_us > now_us and not await self._claimed(event):
+                plan.replay.append(event)  # past retention, but its dedup key was never claimed
+            else:
+                plan.expired.append(event)
         return plan
+
+    async def _claimed(self, event: QueuedEvent) -> bool:
+        """Does a dedup claim exist for the event's key (naming it, or another event)?"""
+        try:
+            response = await self._clients.dynamodb.get_item(
+                TableName=self._settings.dedup_table,
+                Key={"dedup_id": {"S": dedup_id(event.account_id, event.dedup_key())}},
+                ProjectionExpression="event_id",
+                ConsistentRead=True,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":
+                raise
+            return False  # a key DynamoDB refuses (an empty account) was never claimed either
+        return "Item" in response
 
     async def _stored(self, event: QueuedEvent) -> bool:
         try:
@@ -267,6 +306,21 @@ class _Plan:
         if not self.stored and not self.expired:
             return letter.body
         return encode_message(self.replay)
+
+
+def claim_linger_s(settings: Settings) -> int:
+    """How long a dedup claim outlives its window: as long as a copy received inside it can
+    still arrive (the event retention for a dead letter's replay, plus SQS's 14-day maximum
+    retention). The writer sets each claim's TTL from this."""
+    return settings.event_retention_s + SQS_MAX_RETENTION_S
+
+
+def _made_during(letter: DeadLetter, started_s: float, sent_back: set[str]) -> bool:
+    """Was this dead letter made while the run went on (so that replaying it would loop)?"""
+    if letter.sent_at_s > started_s + CLOCK_MARGIN_S:
+        return True
+    events = letter.message.events if letter.message else []
+    return bool(events) and all(e.event_id in sent_back for e in events)
 
 
 def _dead_letter(message: Any) -> DeadLetter:

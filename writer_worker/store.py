@@ -26,11 +26,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
+from shared.dlq import claim_linger_s
 from shared.envelope import QueuedEvent
+from shared.ids import new_event_id
 from shared.lean_aws import RETRYABLE_CODES
 from shared.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
 from shared.retry import CONFLICT_RETRY, retry_pending
@@ -58,12 +61,26 @@ GROUP_MAX_BYTES = 3 * 1024 * 1024
 # arrive this much later (SQS keeps a message at most 14 days; a dead letter can be replayed
 # while its events are younger than the event retention, and then waits in the queue again),
 # and it must still meet the claim. TTL removes claims after that; the condition decides.
-SQS_MAX_RETENTION_S = 14 * 24 * 3600
+SQS_MAX_RETENTION_S = 14 * 24 * 3600  # the rule: shared.dlq.claim_linger_s
 # A key no dedup claim can have (account ids never contain the separator at the start): the
 # storage probe checks that it does not exist, which reads nothing and writes nothing.
 PROBE_KEY = f"{SEP}writer-probe"
-# Cancellation reasons that say the storage is overloaded, not that an item is wrong.
+# Cancellation reasons that say one item's partition is overloaded, not that the item is
+# wrong: they concern the accounts whose items carry them, never the whole transaction.
 _THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+# Answers that say no write can succeed until something outside the writer changes (keys,
+# permissions, a table): like an outage, they hold messages rather than counting against them.
+_SERVICE_WIDE_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "MissingAuthenticationTokenException",
+        "ResourceNotFoundException",
+    }
+)
 _US = 1_000_000
 # Moves of one late-committed event to a fresh position before giving up (_restamp).
 RESTAMP_ATTEMPTS = 3
@@ -78,7 +95,8 @@ class Outcome(enum.StrEnum):
     ALREADY_STORED = "already_stored"  # this very event was stored before (redelivery)
     DUPLICATE = "duplicate"  # another event with its dedup key came first
     RETRY = "retry"  # not stored now; safe to try again later
-    UNAVAILABLE = "unavailable"  # storage did not answer (outage, throttling): wait for it
+    UNAVAILABLE = "unavailable"  # storage as a whole did not answer (outage, throttling): wait for it
+    THROTTLED = "throttled"  # this event's account's items were throttled: send it again later, alone
     REJECTED = "rejected"  # can never be stored as it is
 
 
@@ -101,6 +119,7 @@ class _Item:
     role: _Role
     claimed: _Claimed | None  # None for counter updates
     request: dict[str, Any]
+    account: str = ""  # whose item it is: a throttled item concerns this account alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +147,7 @@ class EventWriter:
         self._counters_table = settings.counters_table
         self._window_us = settings.dedup_window_s * _US
         self._retention_s = settings.event_retention_s
-        self._claim_linger_s = settings.event_retention_s + SQS_MAX_RETENTION_S
+        self._claim_linger_s = claim_linger_s(settings)
         self._shards = ShardChooser(settings.counter_shards)
         self._inbox_shards = settings.inbox_shards
         # An attempt that committed later than this after its stamp is re-stamped.
@@ -138,25 +157,64 @@ class EventWriter:
         """Store events exactly once; the result of each, by event id."""
         results: dict[str, EventResult] = {}
         claims = self._prepare(events, results)
+        down = False
         for round_ in _rounds(claims):
             for group in _groups(round_):
+                if down:  # storage as a whole is unavailable: the rest would only fail the same way
+                    for claimed in group:
+                        results[claimed.event.event_id] = EventResult(Outcome.UNAVAILABLE, reason="not tried")
+                    continue
                 await self._write_group(group, results)
+                down = any(results[c.event.event_id].outcome is Outcome.UNAVAILABLE for c in group)
         return results
 
     async def probe(self) -> bool:
-        """Does storage answer? One transactional check of a key that never exists."""
-        check = {
-            "ConditionCheck": {
-                "TableName": self._dedup_table,
-                "Key": {"dedup_id": {"S": PROBE_KEY}},
-                "ConditionExpression": "attribute_not_exists(dedup_id)",
-            }
-        }
+        """Does storage take writes? The known-good control transaction (``_control``)."""
+        return await self._control() == "ok"
+
+    async def _control(self) -> str:
+        """Write known-good items of each kind on condition that their keys exist: they never do.
+
+        DynamoDB checks every item (key schema, attribute types, index keys) and then cancels
+        the transaction on the conditions, so nothing is written. "ok" when it answers so;
+        "invalid" when it refuses the known-good items themselves (ValidationException: the
+        tables are not what this writer expects); "unavailable" for a service-wide answer.
+        """
+        now_us = wall_clock_us()
+        event = QueuedEvent(
+            event_id=new_event_id(now_us // 1000),
+            account_id=PROBE_KEY,
+            event_type="probe",
+            payload=msgspec.Raw(b"{}"),
+            received_at_us=now_us,
+        )
+        claim = self._claim_put(_Claimed(event, PROBE_KEY))
+        counter = counter_add(self._counters_table, counter_id(PROBE_KEY), 0, 1)
+        items: list[Any] = [
+            {"Put": {**self._event_put(event), "ConditionExpression": "attribute_exists(event_id)"}},
+            {"Put": {**claim, "ConditionExpression": "attribute_exists(dedup_id)"}},
+            {"Update": {**counter, "ConditionExpression": "attribute_exists(counter_id)"}},
+        ]
+        for item in items:  # no ALL_OLD, no values the new condition does not use
+            body = next(iter(item.values()))
+            body.pop("ReturnValuesOnConditionCheckFailure", None)
+            if item is not items[2]:
+                body.pop("ExpressionAttributeValues", None)
         try:
-            await self._client.transact_write_items(TransactItems=[check])  # type: ignore[list-item]
-        except (BotoCoreError, ClientError) as exc:
-            return not unavailable(exc)  # any other answer is storage answering
-        return True
+            await self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "TransactionCanceledException":
+                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                if "ValidationError" in reasons:
+                    return "invalid"
+                return "unavailable" if _THROTTLE_REASONS.intersection(reasons) else "ok"
+            if unavailable(exc):
+                return "unavailable"
+            return "invalid" if code == "ValidationException" else "ok"  # any other answer is storage answering
+        except BotoCoreError:
+            return "unavailable"
+        return "ok"
 
     def _prepare(self, events: list[QueuedEvent], results: dict[str, EventResult]) -> list[_Claimed]:
         """Encode each event's items once, as a check: one that cannot be encoded is rejected alone.
@@ -173,12 +231,17 @@ class EventWriter:
                 results[event.event_id] = EventResult(Outcome.REJECTED, reason=reason)
         return claims
 
-    async def _write_group(self, group: list[_Claimed], results: dict[str, EventResult]) -> None:
+    async def _write_group(
+        self, group: list[_Claimed], results: dict[str, EventResult], *, controlled: bool = False
+    ) -> None:
         # Each attempt leaves a provisional result on what it returns as pending, so what is
-        # still pending when the attempts run out already says why.
-        await retry_pending(CONFLICT_RETRY, group, lambda pending: self._attempt(pending, results))
+        # still pending when the attempts run out already says why. ``controlled``: a part of
+        # a bisected group, whose control write already passed (_bisect).
+        await retry_pending(CONFLICT_RETRY, group, lambda pending: self._attempt(pending, results, controlled))
 
-    async def _attempt(self, pending: list[_Claimed], results: dict[str, EventResult]) -> list[_Claimed]:
+    async def _attempt(
+        self, pending: list[_Claimed], results: dict[str, EventResult], controlled: bool = False
+    ) -> list[_Claimed]:
         items = self._transaction(pending)
         self._stamp(items)
         started_us = self._monotonic_us()
@@ -188,10 +251,11 @@ class EventWriter:
             code = exc.response["Error"]["Code"]
             if code == "TransactionCanceledException":
                 reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
-                self._shards.cancelled(reasons, (c.event.account_id for c in pending))
+                counters = [i.account if i.role is _Role.COUNTER else None for i in items]
+                self._shards.cancelled(reasons, (c.event.account_id for c in pending), counters)
                 return await self._resolve(pending, items, reasons, results)
             if code == "ValidationException" and not unavailable(exc):
-                await self._bisect(pending, results, exc)
+                await self._bisect(pending, results, exc, controlled)
                 return []
             _unsettled(pending, results, exc)
             return []
@@ -290,8 +354,24 @@ class EventWriter:
             old = new  # this write was late too: move it once more
         return _restamp_failed(EventResult(Outcome.RETRY, reason="restamp late again"))
 
-    async def _bisect(self, group: list[_Claimed], results: dict[str, EventResult], exc: ClientError) -> None:
-        """DynamoDB refused the whole call, naming no item: find the bad event by halving."""
+    async def _bisect(
+        self, group: list[_Claimed], results: dict[str, EventResult], exc: ClientError, controlled: bool
+    ) -> None:
+        """DynamoDB refused the whole call, naming no item: find the bad event by halving.
+
+        First, once per refused group, the control write: if storage refuses known-good
+        items too, nothing is wrong with these events (a table is misconfigured), and they
+        wait as in an outage instead of all being dead-lettered one by one.
+        """
+        if not controlled:
+            answer = await self._control()
+            if answer != "ok":
+                if answer == "invalid":
+                    log.error("storage_refuses_known_good_writes", error="ValidationException", events=len(group))
+                reason = "storage refuses known-good writes" if answer == "invalid" else "control write failed"
+                for claimed in group:
+                    results[claimed.event.event_id] = EventResult(Outcome.UNAVAILABLE, reason=reason)
+                return
         if len(group) == 1:
             message = exc.response["Error"].get("Message", "")
             reason = f"refused by storage: ValidationException: {message}"
@@ -299,7 +379,7 @@ class EventWriter:
             return
         half = len(group) // 2
         for part in (group[:half], group[half:]):
-            await self._write_group(part, results)
+            await self._write_group(part, results, controlled=True)
 
     async def _resolve(
         self,
@@ -313,7 +393,9 @@ class EventWriter:
         for item, reason in zip(items, reasons, strict=False):  # DynamoDB answers in item order
             if item.claimed is not None:
                 by_event.setdefault(item.claimed.event.event_id, {})[item.role] = reason
-        throttled = any(r.get("Code") in _THROTTLE_REASONS for r in reasons)
+        # A throttled item concerns its account alone: that account's events are set aside
+        # (THROTTLED: sent again later in a message of their own) and the others written again.
+        throttled = {i.account for i, r in zip(items, reasons, strict=False) if r.get("Code") in _THROTTLE_REASONS}
         again, duplicates, stored = [], [], []
         for claimed in pending:
             event = claimed.event
@@ -332,13 +414,11 @@ class EventWriter:
             elif "ValidationError" in (stored_reason.get("Code"), claim_reason.get("Code")):
                 message = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
                 results[event.event_id] = EventResult(Outcome.REJECTED, reason=f"refused by storage: {message}")
+            elif event.account_id in throttled:
+                results[event.event_id] = EventResult(Outcome.THROTTLED, reason="throttled")
             else:
                 again.append(claimed)
-                results[event.event_id] = (
-                    EventResult(Outcome.UNAVAILABLE, reason="throttled")
-                    if throttled
-                    else EventResult(Outcome.RETRY, reason="transaction conflicts persisted")
-                )
+                results[event.event_id] = EventResult(Outcome.RETRY, reason="transaction conflicts persisted")
         for start in range(0, len(duplicates), TRANSACTION_MAX_ITEMS):
             await self._write_aliases(duplicates[start : start + TRANSACTION_MAX_ITEMS], results)
         await self._restamp_stored(stored, results)
@@ -396,18 +476,19 @@ class EventWriter:
     def _transaction(self, claims: list[_Claimed]) -> list[_Item]:
         items: list[_Item] = []
         for claimed in claims:
-            items.append(_Item(_Role.EVENT, claimed, {"Put": self._event_put(claimed.event)}))
-            items.append(_Item(_Role.CLAIM, claimed, {"Put": self._claim_put(claimed)}))
+            account = claimed.event.account_id
+            items.append(_Item(_Role.EVENT, claimed, {"Put": self._event_put(claimed.event)}, account))
+            items.append(_Item(_Role.CLAIM, claimed, {"Put": self._claim_put(claimed)}, account))
         events = [c.event for c in claims]
         by_account = Counter(e.account_id for e in events)
         by_type = Counter((e.account_id, e.event_type) for e in events)
         shard = self._shards.shard(by_account)
         for account, count in by_account.items():
             update = counter_add(self._counters_table, counter_id(account), shard, count)
-            items.append(_Item(_Role.COUNTER, None, {"Update": update}))
+            items.append(_Item(_Role.COUNTER, None, {"Update": update}, account))
         for (account, event_type), count in by_type.items():
             update = counter_add(self._counters_table, counter_id(account, event_type), shard, count)
-            items.append(_Item(_Role.COUNTER, None, {"Update": update}))
+            items.append(_Item(_Role.COUNTER, None, {"Update": update}, account))
         return items
 
     def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
@@ -473,12 +554,14 @@ def event_item(event: QueuedEvent, inbox_shards: int = 1, stamp_us: int | None =
 
 
 def unavailable(exc: Exception) -> bool:
-    """Is this a storage outage (unreachable, throttling, 5xx), not something about the items?"""
+    """Is this service-wide (unreachable, 5xx, the call itself throttled, credentials,
+    permissions, a missing table), not something about the items?"""
     if isinstance(exc, BotoCoreError):
         return True  # connection refused or reset, timeouts
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or exc.response["Error"]["Code"] in RETRYABLE_CODES
+        code = exc.response["Error"]["Code"]
+        return status >= 500 or code in RETRYABLE_CODES or code in _SERVICE_WIDE_CODES
     return False
 
 
@@ -535,17 +618,17 @@ def _rounds(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
 def _groups(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
     """Fill each transaction as far as its item and byte limits allow."""
     group: list[_Claimed] = []
-    counters: set[tuple[str, str]] = set()
+    counters: set[tuple[str, str | None]] = set()  # (account, None) is the account's total
     size = 0
     for claimed in events:
         event = claimed.event
         event_size = len(event.payload) + 512
-        new_counters = {(event.account_id, ""), (event.account_id, event.event_type)} - counters
+        new_counters = {(event.account_id, None), (event.account_id, event.event_type)} - counters
         items = 2 * (len(group) + 1) + len(counters) + len(new_counters)
         if group and (items > TRANSACTION_MAX_ITEMS or size + event_size > GROUP_MAX_BYTES):
             yield group
             group, counters, size = [], set(), 0
-            new_counters = {(event.account_id, ""), (event.account_id, event.event_type)}
+            new_counters = {(event.account_id, None), (event.account_id, event.event_type)}
         group.append(claimed)
         counters |= new_counters
         size += event_size
