@@ -20,6 +20,8 @@ from shared.keys import KeyRecord
 _event_decoder = msgspec.json.Decoder(EventIn)
 # Bytes of a batch checked between two turns given back to the event loop (a few ms of work).
 YIELD_EVERY_BYTES = 64 * 1024
+# A turn of batch checking that took longer than this is followed by as long a rest.
+PACE_AFTER_S = 0.005
 # An event's bytes besides its payload, at most: the type and the key (255 characters each,
 # six bytes apiece at worst once escaped), ids, timestamps and field names.
 _FIELDS_ROOM = 8 * 1024
@@ -111,13 +113,16 @@ class IngestService:
 
     async def parse_batch(self, items: list[msgspec.Raw]) -> list[EventIn | AppError]:
         """``parse_event`` for each item of a batch, in order, in turns of about
-        ``YIELD_EVERY_BYTES``: the event loop comes back between turns, and one batch at a
-        time checks (``_turns``), so that other requests wait for one turn of one batch at
-        most, not for one turn of every batch being checked at that moment."""
+        ``YIELD_EVERY_BYTES``. One batch at a time checks (``_turns``), and after a costly
+        turn (over ``PACE_AFTER_S``) it rests as long as the turn took: checking takes at
+        most half of the event loop, and another request, which needs a dozen or more turns
+        of the loop (body, queue, SQS call, answer), goes through while it rests instead of
+        waiting behind one turn of every batch at each of its steps."""
         parsed: list[EventIn | AppError] = []
         index = 0
         while index < len(items):
             async with self._turns:
+                started = time.perf_counter()
                 checked = 0
                 while index < len(items) and checked < YIELD_EVERY_BYTES:
                     try:
@@ -126,7 +131,8 @@ class IngestService:
                         parsed.append(exc)
                     checked += len(items[index])
                     index += 1
-            await asyncio.sleep(0)
+                took = time.perf_counter() - started
+                await asyncio.sleep(took if took > PACE_AFTER_S and index < len(items) else 0)
         return parsed
 
     def _check_size(self, payload: bytes, prefix: str) -> None:
