@@ -18,7 +18,7 @@ from shared.key_admin import new_account_id
 from tests.conftest import Stack, private_stack, run_triggers, start_service, wait_until
 from writer_worker.store import EventWriter
 
-NONE = {"replayed": 0, "would_replay": 0, "duplicate": 0, "invalid": 0, "skipped": 0, "expired": 0}
+NONE = {"replayed": 0, "would_replay": 0, "duplicate": 0, "invalid": 0, "skipped": 0, "expired": 0, "later": 0}
 
 
 def event(account: str, event_type: str, n: int, at_us: int | None = None) -> QueuedEvent:
@@ -138,27 +138,48 @@ def queued_bodies(stack: Stack, queue: str) -> list[tuple[str, dict[str, Any]]]:
     return asyncio.run(drain())
 
 
+def expire(stack: Stack, events: list[QueuedEvent]) -> None:
+    """What TTL does to acknowledged events past retention: the items go, their claims stay."""
+
+    async def delete() -> None:
+        async with open_clients(stack.settings) as clients:
+            for e in events:
+                key: Any = {"account_id": {"S": e.account_id}, "event_id": {"S": e.event_id}}
+                await clients.dynamodb.delete_item(TableName=stack.settings.events_table, Key=key)
+
+    asyncio.run(delete())
+
+
 def test_replay_never_sends_back_events_older_than_the_retention(stack: Stack) -> None:
-    """A missing item of an event past retention may be one stored, acknowledged and expired."""
+    """A missing item of an event past retention may be one stored, acknowledged and expired:
+    its dedup claim says so. One whose key was never claimed was never stored, and goes back."""
     own = private_stack(stack)
     account = new_account_id()
     past_us = time.time_ns() // 1000 - (own.settings.event_retention_s + 3600) * 1_000_000
     old_alone, old_beside = event(account, "old", 1, at_us=past_us), event(account, "old", 2, at_us=past_us)
+    store(own, [old_alone, old_beside])
+    expire(own, [old_alone, old_beside])
+    never_stored = event(account, "old", 4, at_us=past_us)
     young = event(account, "young", 3)
-    dead_letter(own, encode_message([old_alone]), encode_message([old_beside, young]))
+    dead_letter(own, encode_message([old_alone]), encode_message([old_beside, young]), encode_message([never_stored]))
 
     dry = cli_json(own, "dlq", "replay", "--dry-run")
-    assert dry["counts"] == {**NONE, "would_replay": 1, "expired": 1}
+    assert dry["counts"] == {**NONE, "would_replay": 2, "expired": 1}
     done = cli_json(own, "dlq", "replay")
-    assert done["counts"] == {**NONE, "replayed": 1, "expired": 1}
+    assert done["counts"] == {**NONE, "replayed": 2, "expired": 1}
 
-    # Only the young event went back; each old one is in the DLQ, alone, saying why.
-    (replayed,) = queued_bodies(own, own.settings.events_queue)
-    assert [e.event_id for e in decode_message(replayed[0]).events] == [young.event_id]
+    # The young event and the never-stored old one went back; each old stored one is in the
+    # DLQ, alone, saying why.
+    replayed = queued_bodies(own, own.settings.events_queue)
+    assert sorted(e.event_id for body, _ in replayed for e in decode_message(body).events) == sorted(
+        [young.event_id, never_stored.event_id]
+    )
     left = queued_bodies(own, own.settings.dead_letter_queue)
     assert sorted(e.event_id for body, _ in left for e in decode_message(body).events) == sorted(
         [old_alone.event_id, old_beside.event_id]
     )
     reasons = {attributes["failure_reason"]["StringValue"].split(":")[0] for _, attributes in left}
     assert reasons == {"test reason", "expired"}  # the untouched original, and the one set apart
-    assert undelivered(own, account) == 0
+    # Replay stored nothing (no writer runs): the count is the two stored before, whose items
+    # this test removed without their acknowledgement.
+    assert undelivered(own, account) == 2
