@@ -24,6 +24,7 @@ import msgspec
 
 from shared.errors import InvalidCursor
 from shared.ids import is_event_id
+from shared.storage.layout import is_position
 
 MAX_CURSOR_LENGTH = 2048
 _MAC_BYTES = 16
@@ -86,6 +87,8 @@ class CursorCodec:
         ):
             raise InvalidCursor("The cursor belongs to another query (filter or order changed).")
         if state.position:
+            if not is_position(state.after):  # signed by us, yet not a position we hand out
+                raise InvalidCursor("The cursor is not valid; start again without one.")
             return state.after
         if not is_event_id(state.after):  # signed by us, yet not what 0.2 wrote
             raise InvalidCursor("The cursor is not valid; start again without one.")

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import zlib
 
+from shared.ids import is_event_id
+
 # Items one TransactWriteItems may hold (DynamoDB's limit).
 TRANSACTION_MAX_ITEMS = 100
 
@@ -60,6 +62,12 @@ def inbox_type_pk(account_id: str, event_type: str, shard: int = 0) -> str:
 def inbox_position(stamp_us: int, event_id: str) -> str:
     """Where an event sits in the inbox: after everything stamped before ``stamp_us``."""
     return f"{stamp_us:0{POSITION_STAMP_DIGITS}d}{event_id}"
+
+
+def is_position(text: str) -> bool:
+    """Whether ``text`` has the shape ``inbox_position`` gives: digits, then an event id."""
+    stamp, event_id = text[:POSITION_STAMP_DIGITS], text[POSITION_STAMP_DIGITS:]
+    return len(stamp) == POSITION_STAMP_DIGITS and stamp.isascii() and stamp.isdigit() and is_event_id(event_id)
 
 
 def position_stamp_us(position: str) -> int:

@@ -6,9 +6,10 @@ import pytest
 
 from inbox_api.cursor import CursorCodec, CursorState
 from shared.errors import InvalidCursor
+from shared.storage.layout import inbox_position
 
 QUERY = CursorState("acc_1", None, "asc", "")
-STATE = CursorState("acc_1", None, "asc", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+STATE = CursorState("acc_1", None, "asc", inbox_position(1_764_391_919_377_757, "01ARZ3NDEKTSV4RRFFQ69G5FAV"))
 
 
 def test_a_cursor_round_trips() -> None:
@@ -49,3 +50,12 @@ def test_altered_truncated_or_foreign_cursors_are_refused() -> None:
     for candidate in candidates:
         with pytest.raises(InvalidCursor):
             codec.decode(candidate, QUERY)
+
+
+@pytest.mark.parametrize("after", ["", "0" * 16, "x" * 42, "0" * 16 + "01ARZ3NDEKTSV4RRFFQ69G5FAV\n"])
+def test_a_genuine_cursor_whose_position_we_never_hand_out_is_refused(after: str) -> None:
+    """Signed with our secret (a leaked or reused one), yet no position: a 400, never a Query
+    DynamoDB refuses (a 500)."""
+    codec = CursorCodec("secret")
+    with pytest.raises(InvalidCursor):
+        codec.decode(codec.encode(CursorState("acc_1", None, "asc", after)), QUERY)
