@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared import processes
-from shared.aws import open_clients
-from shared.key_admin import create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
+from shared.aws.clients import open_clients
+from shared.keys.admin import create_key, new_account_id
+from shared.keys.model import Scope
+from shared.keys.store import DynamoKeyStore
+from shared.local import processes
 from shared.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"

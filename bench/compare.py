@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, rss_mib, run_wrk, spawn_pinned, summarize, write_results
 from bench.ingest import SINGLE, fake_stats, post_ok, prepare
-from shared import processes
+from shared.local import processes
 
 
 def measure(quick: bool) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """What the edge's checks of an event (ingest_api/validation.py, via IngestService.parse_event)
-and the writer's canonical form (shared.envelope.canonical_json) cost for the costliest
+and the writer's canonical form (shared.contract.envelope.canonical_json) cost for the costliest
 payloads we know how to build: per 256 KiB event, and per 5 MiB batch (the largest body).
 
 Run: python -m bench.edge_checks. The garbage collector runs as in the services
-(shared.gc_tuning), since several payloads are many small containers.
+(shared.runtime), since several payloads are many small containers.
 
 Recorded on the 2-core development machine (other work running beside it, so +-30%),
 best of several runs, ms; "batch" is every event of a 5 MiB batch of that payload checked
@@ -34,9 +34,9 @@ from collections.abc import Callable
 import msgspec
 
 from ingest_api.service import IngestService
-from shared.envelope import canonical_json
+from shared.contract.envelope import canonical_json
 from shared.errors import AppError
-from shared.gc_tuning import tune_gc
+from shared.runtime import tune_gc
 
 PAYLOAD = 256 * 1024 - 64
 BATCH = 5 * 1024 * 1024 - 64

@@ -1,7 +1,7 @@
 """The design users would otherwise build: FastAPI + pydantic, one DynamoDB PutItem per event.
 
 Measured beside the real edge by bench/compare.py. To keep the comparison fair it checks
-keys exactly as the edge does (``shared.auth``: bcrypt once, then the in-memory cache), it
+keys exactly as the edge does (``shared.keys.authenticator``: bcrypt once, then the in-memory cache), it
 validates the same fields, and it writes through aiobotocore, the client such a service
 would use. Keys are read from moto; events go to ``BENCH_PUT_ENDPOINT_URL`` (bench/fake_aws.py
 answers PutItem and counts it), so DynamoDB is not the bottleneck, as SQS is not for the edge.
@@ -24,11 +24,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from types_aiobotocore_dynamodb import DynamoDBClient
 
-from shared.auth import build_authenticator
+from shared.contract.ids import new_event_id, rfc3339
 from shared.errors import AppError
-from shared.ids import new_event_id, rfc3339
-from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
+from shared.keys.authenticator import build_authenticator
+from shared.keys.model import Scope
+from shared.keys.store import DynamoKeyStore
 from shared.settings import get_settings
 
 

@@ -40,14 +40,15 @@ from bench.common import (
     write_results,
 )
 from inbox_api.store import PAGE_PROJECTION
-from shared import processes, serving
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
-from shared.resources import ensure_resources, table_specs
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
+from shared.local import processes
+from shared.ops.resources import ensure_resources, table_specs
 from shared.settings import Settings, settings_from_env
 from shared.storage.layout import INBOX_INDEX, counter_id, counter_key, inbox_pk
+from shared.web import serving
 from writer_worker.store import EventWriter, event_item
 
 NOTE = "x" * 900
@@ -189,7 +190,7 @@ def _endpoint(backend: str) -> tuple[Any, str]:
     """Start the DynamoDB endpoint on the load core: moto (our local_aws) or dynalite."""
     port = processes.free_port()
     if backend == "moto":
-        command = [sys.executable, "-m", "shared.local_aws", "-H", "127.0.0.1", "-p", str(port)]
+        command = [sys.executable, "-m", "shared.local.endpoint", "-H", "127.0.0.1", "-p", str(port)]
     else:
         command = [str(_dynalite()), "--port", str(port)]
     process = processes.spawn(pinned(LOAD_CPU, command), quiet=True)

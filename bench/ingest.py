@@ -30,10 +30,11 @@ from bench.common import (
     summarize,
     write_results,
 )
-from shared import processes, serving
-from shared.aws import open_clients
-from shared.resources import ensure_resources
+from shared.aws.clients import open_clients
+from shared.local import processes
+from shared.ops.resources import ensure_resources
 from shared.settings import settings_from_env
+from shared.web import serving
 
 PAYLOAD = {"order_id": 123456, "customer": {"id": "c_42", "email": "someone@example.com"}, "note": "x" * 860}
 EVENT = {"event_type": "order.created", "payload": PAYLOAD}

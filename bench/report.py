@@ -387,7 +387,7 @@ def render(results: dict[str, Any]) -> str:
         *_memory(results),
         "",
         "The edge and the inbox run granian with one worker: two processes (server and worker)",
-        "counted together, the worker's Rust runtime on its own thread (`shared/serving.py`). moto",
+        "counted together, the worker's Rust runtime on its own thread (`shared/web/serving.py`). moto",
         "keeps every item in memory, so its size follows what was stored.",
         "",
         "Memory over a 10-minute steady load (the soak) is in [reliability.md](reliability.md).",

@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from bench.common import RESULTS, rss_mib, write_results
-from shared import processes
+from shared.local import processes
 from triggers_client import ApiError, TriggersClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,7 @@ def _start_up(state: Path) -> tuple[subprocess.Popen[str], str, str, str]:
         "TRIGGERS_DEFAULT_RATE_LIMIT_PER_MINUTE": "10000000",
     }
     env.pop("TRIGGERS_AWS_ENDPOINT_URL", None)
-    command = [sys.executable, "-m", "shared.cli", "up"]
+    command = [sys.executable, "-m", "shared.ops.cli", "up"]
     up = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert up.stdout is not None
     for line in up.stdout:

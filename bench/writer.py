@@ -23,14 +23,14 @@ import msgspec
 
 from bench.common import LOAD_CPU, SERVER_CPU, cpu_seconds, create_key_for, pinned, rss_mib, summarize, write_results
 from inbox_api.store import InboxStore
-from shared import processes
-from shared.aws import open_clients
-from shared.cli import EMBEDDED_LINGER_MS
-from shared.envelope import QueuedEvent, encode_message
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.resources import ensure_resources
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent, encode_message
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
+from shared.keys.store import DynamoKeyStore
+from shared.local import processes
+from shared.ops.cli import EMBEDDED_LINGER_MS
+from shared.ops.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
 
 NOTE = "x" * 900  # ~1 KB events
@@ -105,7 +105,7 @@ def writer_cost(endpoint: str, logs: Path, events: int, per_message: int) -> dic
     accounts = [new_account_id() for _ in range(ACCOUNTS)]
     asyncio.run(_init(settings))
     log = logs / f"writer-{per_message}.log"
-    command = pinned(SERVER_CPU, [sys.executable, "-m", "shared.cli", "run", "writer"])
+    command = pinned(SERVER_CPU, [sys.executable, "-m", "shared.ops.cli", "run", "writer"])
     with log.open("wb") as out:
         writer = processes.spawn(command, env, output=out)
     while not _last_json(log, "writer_started"):
@@ -262,11 +262,11 @@ def embedded_default(endpoint: str, logs: Path, seconds: float, runs: int) -> di
     key = create_key_for(settings)
     port = processes.free_port()
     ingest = processes.spawn(
-        [sys.executable, "-m", "shared.cli", "run", "ingest", "--port", str(port)], env, quiet=True
+        [sys.executable, "-m", "shared.ops.cli", "run", "ingest", "--port", str(port)], env, quiet=True
     )
     log = logs / "embedded-writer.log"
     with log.open("wb") as out:
-        writer = processes.spawn([sys.executable, "-m", "shared.cli", "run", "writer"], env, output=out)
+        writer = processes.spawn([sys.executable, "-m", "shared.ops.cli", "run", "writer"], env, output=out)
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/status", 30, ingest)
         headers = {"Authorization": f"Bearer {key}"}
@@ -315,7 +315,8 @@ def measure(quick: bool, logs: Path) -> dict[str, Any]:
     processes.stop([moto])
     port = processes.free_port()
     moto = processes.spawn(
-        pinned(LOAD_CPU, [sys.executable, "-m", "shared.local_aws", "-H", "127.0.0.1", "-p", str(port)]), quiet=True
+        pinned(LOAD_CPU, [sys.executable, "-m", "shared.local.endpoint", "-H", "127.0.0.1", "-p", str(port)]),
+        quiet=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     processes.wait_http(f"{endpoint}/moto-api/", 30, moto)

@@ -22,7 +22,7 @@ import msgspec
 from botocore.exceptions import ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
-from shared.lean_aws import call_decoded
+from shared.aws.lean import call_decoded
 from shared.settings import Settings
 from shared.storage.attributes import BoolValue, StringValue
 from shared.storage.counters import ShardChooser, counter_add

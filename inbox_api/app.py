@@ -17,12 +17,17 @@ from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.cursor import CursorCodec, CursorState
 from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
 from inbox_api.store import InboxStore
-from shared.auth import Authenticator, build_authenticator
-from shared.aws import AwsClients, open_clients
-from shared.body import BodyDeadlines
-from shared.decoding import decode_json, require_json
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.ids import is_event_id
 from shared.errors import ErrorDetail, NotFound, RateLimited, ValidationError
-from shared.http import (
+from shared.keys.authenticator import Authenticator, build_authenticator
+from shared.keys.model import KeyRecord, Scope
+from shared.keys.store import DynamoKeyStore
+from shared.observability.logging import configure_logging
+from shared.settings import Settings, get_settings, inbox_cursor_secret
+from shared.web.body import BodyDeadlines
+from shared.web.decoding import decode_json, require_json
+from shared.web.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
     client_address,
@@ -32,13 +37,8 @@ from shared.http import (
     with_request_context,
     worker_startup,
 )
-from shared.ids import is_event_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import KeyRecord, Scope
-from shared.logging import configure_logging
-from shared.openapi import openapi_handler
-from shared.ratelimit import RateLimiter
-from shared.settings import Settings, get_settings, inbox_cursor_secret
+from shared.web.openapi import openapi_handler
+from shared.web.ratelimit import RateLimiter
 
 _ack_decoder = msgspec.json.Decoder(AckIn)
 MAX_ACK_BODY_BYTES = 64 * 1024
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_ACK_BODY_BYTES,
-        openapi_config=None,  # the document is written out: shared/openapi.py
-        logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
+        openapi_config=None,  # the document is written out: shared/web/openapi.py
+        logging_config=None,  # shared.observability.logging owns logging: one JSON renderer for everything
     )
     return with_request_context(app)

@@ -22,8 +22,8 @@ import hmac
 
 import msgspec
 
+from shared.contract.ids import is_event_id
 from shared.errors import InvalidCursor
-from shared.ids import is_event_id
 from shared.storage.layout import is_position
 
 MAX_CURSOR_LENGTH = 2048

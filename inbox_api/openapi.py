@@ -1,12 +1,12 @@
-"""The inbox API's OpenAPI document (see shared/openapi.py for why it is written out)."""
+"""The inbox API's OpenAPI document (see shared/web/openapi.py for why it is written out)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from inbox_api.schemas import MAX_ACK_IDS, AckIn, AckOut, EventOut, InboxPage
-from shared.http import VERSION
-from shared.openapi import Operation, build_openapi, health_operations
+from shared.web.http import VERSION
+from shared.web.openapi import Operation, build_openapi, health_operations
 
 _EVENT = {
     "event_id": "01M8JTAJRHMRRAVC3GCG0R0A61",

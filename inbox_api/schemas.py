@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 
 from inbox_api.store import StoredEvent
-from shared.ids import rfc3339
+from shared.contract.ids import rfc3339
 
 MAX_ACK_IDS = 100
 

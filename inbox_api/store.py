@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import msgspec
 from types_aiobotocore_dynamodb import DynamoDBClient
 
+from shared.aws.lean import call_decoded
 from shared.errors import NotFound
-from shared.lean_aws import call_decoded
 from shared.settings import Settings
 from shared.storage.attributes import BoolValue, NumberValue, StringValue
 from shared.storage.layout import (

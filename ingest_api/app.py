@@ -16,12 +16,17 @@ from ingest_api import openapi
 from ingest_api.batcher import SQS_MAX_REQUEST_BYTES, SqsBatcher
 from ingest_api.schemas import Accepted, BatchIn, BatchItem, BatchResult, EventIn, ItemError
 from ingest_api.service import AcceptedEvent, IngestService
-from shared.auth import Authenticator, build_authenticator
-from shared.aws import AwsClients, open_clients
-from shared.body import BodyDeadlines
-from shared.decoding import decode_json, require_json
+from shared.aws.clients import AwsClients, open_clients
 from shared.errors import AppError, ErrorDetail, RateLimited, ValidationError
-from shared.http import (
+from shared.keys.authenticator import Authenticator, build_authenticator
+from shared.keys.model import KeyRecord, Scope
+from shared.keys.store import DynamoKeyStore
+from shared.observability.logging import configure_logging
+from shared.observability.metrics import EVENTS_ACCEPTED, EVENTS_REFUSED
+from shared.settings import Settings, get_settings
+from shared.web.body import BodyDeadlines
+from shared.web.decoding import decode_json, require_json
+from shared.web.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
     client_address,
@@ -32,13 +37,8 @@ from shared.http import (
     with_request_context,
     worker_startup,
 )
-from shared.key_store import DynamoKeyStore
-from shared.keys import KeyRecord, Scope
-from shared.logging import configure_logging
-from shared.metrics import EVENTS_ACCEPTED, EVENTS_REFUSED
-from shared.openapi import openapi_handler
-from shared.ratelimit import RateLimiter
-from shared.settings import Settings, get_settings
+from shared.web.openapi import openapi_handler
+from shared.web.ratelimit import RateLimiter
 
 log = structlog.get_logger()
 
@@ -253,9 +253,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[_lifespan(settings)],
         on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
-        # The edge reads its bodies itself (shared/body.py, same limits); this guards any other route.
+        # The edge reads its bodies itself (shared/web/body.py, same limits); this guards any other route.
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,  # the document is written out: shared/openapi.py
-        logging_config=None,  # shared.logging owns logging: one JSON renderer for everything
+        openapi_config=None,  # the document is written out: shared/web/openapi.py
+        logging_config=None,  # shared.observability.logging owns logging: one JSON renderer for everything
     )
     return with_request_context(app)

@@ -26,7 +26,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
-from shared.metrics import SQS_SEND_EVENTS, SQS_SEND_SECONDS
+from shared.observability.metrics import SQS_SEND_EVENTS, SQS_SEND_SECONDS
 
 log = structlog.get_logger()
 

@@ -1,10 +1,10 @@
-"""The ingest API's OpenAPI document (see shared/openapi.py for why it is written out)."""
+"""The ingest API's OpenAPI document (see shared/web/openapi.py for why it is written out)."""
 
 from __future__ import annotations
 
 from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, Accepted, BatchIn, BatchResult, EventIn
-from shared.http import VERSION
-from shared.openapi import Operation, build_openapi, error_example, health_operations
+from shared.web.http import VERSION
+from shared.web.openapi import Operation, build_openapi, error_example, health_operations
 
 _ACCEPTED = {
     "event_id": "01M8JTAJRHMRRAVC3GCG0R0A61",

@@ -11,11 +11,11 @@ import msgspec
 from ingest_api.batcher import Overloaded, SqsBatcher
 from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, EventIn
 from ingest_api.validation import CONTROL_CHARACTERS, check_event_text, locate
-from shared.decoding import UNDECODABLE, detail_from_msgspec, undecodable
-from shared.envelope import QueuedEvent
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id, rfc3339
 from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
-from shared.ids import new_event_id, rfc3339
-from shared.keys import KeyRecord
+from shared.keys.model import KeyRecord
+from shared.web.decoding import UNDECODABLE, detail_from_msgspec, undecodable
 
 _event_decoder = msgspec.json.Decoder(EventIn)
 # Bytes of a batch checked between two turns given back to the event loop (a few ms of work).

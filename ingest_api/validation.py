@@ -13,7 +13,7 @@ rest, and only a refused event pays for the slow pass that finds the offending f
 Bounds, and why:
 - numbers: at most ``MAX_NUMBER_DIGITS`` digits before the exponent, an exponent of at most
   ``MAX_EXPONENT_DIGITS`` digits, and a magnitude a double can hold (about 1.8e308).
-  Deduplication compares numbers exactly (``shared.envelope.canonical_json``) whatever
+  Deduplication compares numbers exactly (``shared.contract.envelope.canonical_json``) whatever
   their size; the bounds are for consumers: JavaScript reads ``1e400`` as Infinity, msgspec
   and our own client refuse it, Python refuses integers over 4,300 digits.
 - nesting: at most ``MAX_DEPTH`` levels inside ``payload`` (the payload object is level
@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from shared.envelope import collector_paused, without_strings
+from shared.contract.envelope import collector_paused, without_strings
 from shared.errors import ErrorDetail
 
 MAX_DEPTH = 128

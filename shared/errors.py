@@ -1,4 +1,4 @@
-"""The project's error hierarchy. ``shared.http`` maps it to HTTP in one place.
+"""The project's error hierarchy. ``shared.web.http`` maps it to HTTP in one place.
 
 Domain code raises these; it never builds HTTP responses for errors itself.
 """

@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from shared.embedded import read_embedded_endpoint
-
 ENV_PREFIX = "TRIGGERS_"
 
 
@@ -329,10 +327,6 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":
             raw[name] = value
-    if "aws_endpoint_url" not in raw:
-        embedded = read_embedded_endpoint()
-        if embedded is not None:
-            raw["aws_endpoint_url"] = embedded
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:

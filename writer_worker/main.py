@@ -7,10 +7,10 @@ import signal
 
 import uvloop
 
-from shared import metrics
-from shared.aws import open_clients
-from shared.gc_tuning import tune_gc
-from shared.logging import configure_logging
+from shared.aws.clients import open_clients
+from shared.observability import metrics
+from shared.observability.logging import configure_logging
+from shared.runtime import tune_gc
 from shared.settings import Settings
 from writer_worker.processor import BatchProcessor
 from writer_worker.store import EventWriter

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import msgspec
 import structlog
 
-from shared.decoding import UNDECODABLE
-from shared.envelope import QueuedEvent, decode_message
-from shared.metrics import WRITER_BATCH_MESSAGES, WRITER_EVENTS, WRITER_LAG_SECONDS
+from shared.contract.envelope import QueuedEvent, decode_message
+from shared.observability.metrics import WRITER_BATCH_MESSAGES, WRITER_EVENTS, WRITER_LAG_SECONDS
+from shared.web.decoding import UNDECODABLE
 from writer_worker.store import EventResult, EventWriter, Outcome
 
 log = structlog.get_logger()

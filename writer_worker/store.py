@@ -31,17 +31,17 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
-from shared.dlq import claim_linger_s
-from shared.envelope import QueuedEvent
-from shared.ids import new_event_id
-from shared.lean_aws import RETRYABLE_CODES
-from shared.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
+from shared.aws.lean import RETRYABLE_CODES
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
+from shared.observability.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
 from shared.retry import CONFLICT_RETRY, retry_pending
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_add
 from shared.storage.layout import (
     SEP,
     TRANSACTION_MAX_ITEMS,
+    claim_linger_s,
     counter_id,
     dedup_id,
     inbox_pk,
@@ -61,7 +61,6 @@ GROUP_MAX_BYTES = 3 * 1024 * 1024
 # arrive this much later (SQS keeps a message at most 14 days; a dead letter can be replayed
 # while its events are younger than the event retention, and then waits in the queue again),
 # and it must still meet the claim. TTL removes claims after that; the condition decides.
-SQS_MAX_RETENTION_S = 14 * 24 * 3600  # the rule: shared.dlq.claim_linger_s
 # A key no dedup claim can have (account ids never contain the separator at the start): the
 # storage probe checks that it does not exist, which reads nothing and writes nothing.
 PROBE_KEY = f"{SEP}writer-probe"
@@ -147,7 +146,7 @@ class EventWriter:
         self._counters_table = settings.counters_table
         self._window_us = settings.dedup_window_s * _US
         self._retention_s = settings.event_retention_s
-        self._claim_linger_s = claim_linger_s(settings)
+        self._claim_linger_s = claim_linger_s(settings.event_retention_s)
         self._shards = ShardChooser(settings.counter_shards)
         self._inbox_shards = settings.inbox_shards
         # An attempt that committed later than this after its stamp is re-stamped.

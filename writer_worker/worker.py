@@ -26,7 +26,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
-from shared.aws import AWS_REQUESTS
+from shared.aws.clients import AWS_REQUESTS
 from shared.retry import STORAGE_PROBE, BackoffPolicy
 from writer_worker.dead_letters import DEFERRALS_ATTRIBUTE, DeadLetters, Deferrals, deferrals_of
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import zlib
 
-from shared.ids import is_event_id
+from shared.contract.ids import is_event_id
 
 # Items one TransactWriteItems may hold (DynamoDB's limit).
 TRANSACTION_MAX_ITEMS = 100
@@ -41,7 +41,7 @@ INBOX_BY_TYPE_POS_INDEX = "inbox_by_type_pos"
 POSITION_STAMP_DIGITS = 16
 
 # Separator between an account id and a free-form suffix. Account ids never contain it, nor
-# SHARD_SEP (shared.key_admin.ACCOUNT_ID_PATTERN), so every key here has one reading.
+# SHARD_SEP (shared.keys.admin.ACCOUNT_ID_PATTERN), so every key here has one reading.
 SEP = "|"
 SHARD_SEP = "#"
 
@@ -73,6 +73,16 @@ def is_position(text: str) -> bool:
 def position_stamp_us(position: str) -> int:
     """The microsecond stamp at the head of a position."""
     return int(position[:POSITION_STAMP_DIGITS])
+
+
+SQS_MAX_RETENTION_S = 14 * 24 * 3600  # the longest SQS keeps a message, dead letters included
+
+
+def claim_linger_s(event_retention_s: int) -> int:
+    """How long a dedup claim outlives its window: as long as a copy received inside it can
+    still arrive (the event retention for a dead letter's replay, plus SQS's 14-day maximum
+    retention). The writer sets each claim's TTL from this; dead-letter replay reads it."""
+    return event_retention_s + SQS_MAX_RETENTION_S
 
 
 def dedup_id(account_id: str, dedup_key: str) -> str:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import processes
-from shared.keys import Scope
+from shared.keys.model import Scope
+from shared.local import processes
 from tests.conftest import (
     SERVICE_START_TIMEOUT_S,
     ApiKey,
@@ -473,7 +473,7 @@ def test_the_inbox_refuses_to_start_without_a_cursor_secret_outside_local_use(st
     port = processes.free_port()
     env = {**remote, "TRIGGERS_CURSOR_SECRET": secrets.token_urlsafe(32)}
     started = processes.spawn(
-        [sys.executable, "-m", "shared.cli", "run", "inbox", "--port", str(port), "--admin-port", "0"],
+        [sys.executable, "-m", "shared.ops.cli", "run", "inbox", "--port", str(port), "--admin-port", "0"],
         env,
         quiet=True,
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from shared import processes
+from shared.local import processes
 from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, queue_counts, start_service, wait_until
 from tests.faults import FaultSummary, FaultyLink, Producer, read_inbox, summarize
 

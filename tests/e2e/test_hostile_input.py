@@ -11,7 +11,7 @@ import httpx
 import msgspec
 import pytest
 
-from shared import processes
+from shared.local import processes
 from tests.conftest import ApiKey, Service, Stack, start_service
 from tests.e2e.end_state import Post, expected_payload, post_all, settled_inbox, warm_up
 

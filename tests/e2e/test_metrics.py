@@ -7,7 +7,7 @@ import re
 
 import httpx
 
-from shared import processes
+from shared.local import processes
 from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, run_triggers, start_service, wait_until
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared import processes
+from shared.local import processes
 from shared.settings import settings_from_env
 from tests.conftest import Stack, init_resources, make_key, start_service, wait_until
 
@@ -103,7 +103,7 @@ def test_up_runs_the_pipeline_and_stops_cleanly(tmp_path_factory: pytest.TempPat
         "TRIGGERS_STATE_DIR": str(tmp_path_factory.mktemp("state")),
     }
     up = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up"],
+        [sys.executable, "-m", "shared.ops.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -122,7 +122,11 @@ def test_up_runs_the_pipeline_and_stops_cleanly(tmp_path_factory: pytest.TempPat
 
         # Another `triggers` command finds the embedded endpoint on its own.
         other = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "keys", "list"], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-m", "shared.ops.cli", "keys", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert key.split("_")[1] in other.stdout
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from shared import processes
+from shared.local import processes
 from tests.conftest import ApiKey, Service, Stack, start_service, wait_until
 
 pytestmark = pytest.mark.usefixtures("writer")

@@ -11,10 +11,10 @@ import pytest
 
 from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.store import InboxStore
-from shared.aws import AwsClients, open_clients
-from shared.envelope import QueuedEvent
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
 from tests.conftest import Stack
 from tests.integration.test_exactly_once_store import event
 from writer_worker.store import EventWriter

@@ -82,7 +82,7 @@ def test_config_lists_every_setting_with_its_meaning(stack: Stack) -> None:
 
 def test_bad_configuration_is_a_clear_error_not_a_traceback(stack: Stack) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "init"],
+        [sys.executable, "-m", "shared.ops.cli", "init"],
         env={**os.environ, **stack.env, "TRIGGERS_WRITER_RECEIVERS": "many"},
         capture_output=True,
         text=True,

@@ -12,12 +12,12 @@ import pytest
 
 from inbox_api.acks import Acknowledger
 from inbox_api.store import InboxStore
-from shared.aws import AwsClients, open_clients
-from shared.envelope import QueuedEvent
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
+from shared.ops.migrate import MIGRATED_SHARD, migrate_counters
 from shared.storage.layout import counter_id, counter_key
-from shared.storage.migrate import MIGRATED_SHARD, migrate_counters
 from tests.conftest import Stack, run_triggers
 from writer_worker.store import EventWriter
 

@@ -14,11 +14,11 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 
 from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.store import InboxStore
-from shared.aws import AwsClients, open_clients
-from shared.envelope import QueuedEvent
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
 from shared.errors import NotFound
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.keys.admin import new_account_id
 from shared.settings import Settings
 from shared.storage.layout import dedup_id
 from tests.conftest import Stack

@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from inbox_api.store import InboxStore
-from shared.aws import AwsClients, open_clients
-from shared.envelope import QueuedEvent
-from shared.key_admin import new_account_id
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.keys.admin import new_account_id
 from shared.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import sweep

@@ -13,13 +13,13 @@ import msgspec
 
 from inbox_api.cursor import CursorCodec
 from inbox_api.store import InboxStore
-from shared.aws import open_clients
-from shared.ids import is_event_id
-from shared.key_admin import new_account_id
-from shared.resources import ensure_resources, table_specs
+from shared.aws.clients import open_clients
+from shared.contract.ids import is_event_id
+from shared.keys.admin import new_account_id
+from shared.ops.migrate import migrate_inbox_positions
+from shared.ops.resources import ensure_resources, table_specs
 from shared.settings import inbox_cursor_secret, settings_from_env
 from shared.storage.layout import INBOX_BY_TYPE_POS_INDEX, INBOX_POS_INDEX
-from shared.storage.migrate import migrate_inbox_positions
 from tests.conftest import Service, Stack, make_key, run_triggers
 from tests.helpers import sweep
 from tests.integration.test_exactly_once_store import event

@@ -15,7 +15,7 @@ from aiobotocore.session import get_session
 from cfnlint.decode import decode_str
 
 from ingest_api.batcher import SQS_MAX_REQUEST_BYTES
-from shared.resources import QUEUE_MAXIMUM_MESSAGE_SIZE, table_specs
+from shared.ops.resources import QUEUE_MAXIMUM_MESSAGE_SIZE, table_specs
 from shared.settings import settings_from_env
 from tests.conftest import ROOT, Stack
 

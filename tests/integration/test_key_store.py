@@ -8,11 +8,11 @@ import msgspec
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.aws import open_clients
+from shared.aws.clients import open_clients
 from shared.errors import AlreadyExists, KeyNotFound
-from shared.key_admin import create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import KeyStatus, Scope, check_secret, parse_key
+from shared.keys.admin import create_key, new_account_id
+from shared.keys.model import KeyStatus, Scope, check_secret, parse_key
+from shared.keys.store import DynamoKeyStore
 from tests.conftest import Stack
 
 

@@ -13,10 +13,10 @@ import msgspec
 import pytest
 
 from inbox_api.store import InboxStore
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent, decode_message, encode_message
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent, decode_message, encode_message
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
 from shared.settings import settings_from_env
 from tests.conftest import BROKEN_DYNAMODB, Stack, private_stack
 from writer_worker.lambda_handler import LambdaWriter

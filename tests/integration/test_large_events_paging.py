@@ -17,10 +17,10 @@ import msgspec
 import pytest
 
 from inbox_api.store import PAGE_EXTRA_QUERIES, InboxStore
-from shared import processes
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent
-from shared.key_admin import new_account_id
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent
+from shared.keys.admin import new_account_id
+from shared.local import processes
 from shared.settings import Settings
 from tests.conftest import ApiKey, Service, Stack, make_key, start_service
 from tests.helpers import sweep

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from types_aiobotocore_dynamodb import DynamoDBClient
 
 from inbox_api.store import InboxStore
-from shared import processes
-from shared.aws import AwsClients, open_clients
-from shared.envelope import QueuedEvent, encode_message
-from shared.ids import new_event_id
+from shared.aws.clients import AwsClients, open_clients
+from shared.contract.envelope import QueuedEvent, encode_message
+from shared.contract.ids import new_event_id
+from shared.local import processes
 from shared.settings import Settings
 from tests.conftest import ApiKey, Service, Stack, make_key, start_service, wait_until
 from writer_worker.store import EventWriter

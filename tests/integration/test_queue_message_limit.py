@@ -9,9 +9,9 @@ import httpx
 import msgspec
 
 from ingest_api.batcher import SQS_ACCOUNTING_ROOM
-from shared import processes
-from shared.aws import open_clients
-from shared.envelope import decode_message
+from shared.aws.clients import open_clients
+from shared.contract.envelope import decode_message
+from shared.local import processes
 from tests.conftest import Stack, init_resources, make_key, private_stack, start_service
 
 OLD_DEFAULT = 256 * 1024

@@ -16,10 +16,10 @@ from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
 from inbox_api.store import InboxStore
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent, encode_message
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent, encode_message
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
 from shared.settings import settings_from_env
 from tests.conftest import BROKEN_DYNAMODB, Stack, private_stack, queue_counts
 from tests.faults import FaultyLink

@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 
 from inbox_api.store import InboxStore
-from shared import processes
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent, decode_message, encode_message
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent, decode_message, encode_message
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
+from shared.local import processes
 from tests.conftest import Stack, private_stack, queue_counts, run_triggers, start_service, wait_until
 from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE
 

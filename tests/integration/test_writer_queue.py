@@ -10,10 +10,10 @@ import msgspec
 import pytest
 
 from inbox_api.store import InboxStore
-from shared.aws import open_clients
-from shared.envelope import QueuedEvent, encode_message
-from shared.ids import new_event_id
-from shared.key_admin import new_account_id
+from shared.aws.clients import open_clients
+from shared.contract.envelope import QueuedEvent, encode_message
+from shared.contract.ids import new_event_id
+from shared.keys.admin import new_account_id
 from tests.conftest import Stack
 from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE
 

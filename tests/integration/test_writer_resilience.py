@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from inbox_api.store import InboxStore
-from shared import processes
-from shared.aws import open_clients
+from shared.aws.clients import open_clients
+from shared.local import processes
 from tests.conftest import (
     BROKEN_DYNAMODB,
     ApiKey,

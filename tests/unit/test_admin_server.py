@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from shared.admin import AdminServer, Answer, SharedCheck
-from shared.http import _admin_server
+from shared.web.admin import AdminServer, Answer, SharedCheck
+from shared.web.http import _admin_server
 
 
 async def _exchange(port: int, data: bytes) -> bytes:

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from shared import auth as auth_module
-from shared.auth import Authenticator
 from shared.errors import Forbidden, KeyNotFound, RateLimited, Unauthenticated
-from shared.keys import KeyRecord, KeyStatus, Scope, check_secret, generate_key, hash_secret
+from shared.keys import authenticator as auth_module
+from shared.keys.authenticator import Authenticator
+from shared.keys.model import KeyRecord, KeyStatus, Scope, check_secret, generate_key, hash_secret
 
 
 class FakeStore:

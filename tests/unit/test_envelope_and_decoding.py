@@ -17,10 +17,10 @@ from ingest_api import validation
 from ingest_api.schemas import EventIn
 from ingest_api.service import YIELD_EVERY_BYTES, IngestService, sqs_safe
 from ingest_api.validation import MAX_DEPTH
-from shared import envelope
-from shared.decoding import decode_json
-from shared.envelope import QueuedEvent, canonical_json, decode_message, encode_message
+from shared.contract import envelope
+from shared.contract.envelope import QueuedEvent, canonical_json, decode_message, encode_message
 from shared.errors import AppError, ValidationError
+from shared.web.decoding import decode_json
 
 
 def event(payload: bytes = b'{"a": 1}', key: str | None = None, event_type: str = "t") -> QueuedEvent:

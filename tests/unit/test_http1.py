@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared import processes
-from shared.http1 import Http1Pool
+from shared.aws.http1 import Http1Pool
+from shared.local import processes
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from shared.http import client_address
-from shared.ids import is_event_id, new_event_id, rfc3339, sanitize_request_id
-from shared.key_admin import check_account_id, new_account_id
-from shared.keys import generate_key, parse_key
+from shared.contract.ids import is_event_id, new_event_id, rfc3339, sanitize_request_id
+from shared.keys.admin import check_account_id, new_account_id
+from shared.keys.model import generate_key, parse_key
+from shared.web.http import client_address
 
 
 def test_event_ids_are_unique_url_safe_and_sort_by_time() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.ratelimit import RateLimiter
+from shared.web.ratelimit import RateLimiter
 from tests.helpers import ManualClock
 
 

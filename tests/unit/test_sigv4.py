@@ -10,7 +10,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from shared.sigv4 import JsonPostSigner, host_of
+from shared.aws.sigv4 import JsonPostSigner, host_of
 
 NOW = dt.datetime(2026, 11, 29, 23, 59, 58, tzinfo=dt.UTC)
 TARGET = "DynamoDB_20120810.Query"

@@ -14,9 +14,9 @@ import msgspec
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
-from shared.dlq import CLOCK_MARGIN_S, DeadLetter, _made_during
-from shared.envelope import QueuedEvent, decode_message, encode_message
-from shared.ids import new_event_id
+from shared.contract.envelope import QueuedEvent, decode_message, encode_message
+from shared.contract.ids import new_event_id
+from shared.ops.dlq import CLOCK_MARGIN_S, DeadLetter, _made_during
 from shared.retry import BackoffPolicy
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser

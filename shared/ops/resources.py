@@ -14,7 +14,7 @@ from types_aiobotocore_dynamodb.type_defs import (
     KeySchemaElementTypeDef,
 )
 
-from shared.aws import AwsClients
+from shared.aws.clients import AwsClients
 from shared.settings import Settings
 from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_BY_TYPE_POS_INDEX, INBOX_INDEX, INBOX_POS_INDEX
 

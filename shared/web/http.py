@@ -1,5 +1,5 @@
 """What both HTTP services share: error mapping, request ids, the canonical log line, health
-(/status here, /ready and /metrics on the admin listener, shared/admin.py).
+(/status here, /ready and /metrics on the admin listener, shared/web/admin.py).
 
 Errors are mapped to HTTP here and nowhere else. Every response carries ``X-Request-ID``;
 every error body has the contract's shape.
@@ -23,13 +23,12 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
-from shared import processes
-from shared.admin import AdminServer, Answer, SharedCheck
+from shared.contract.ids import sanitize_request_id
 from shared.errors import AppError, ErrorDetail, ValidationError
-from shared.gc_tuning import tune_gc
-from shared.ids import sanitize_request_id
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
+from shared.observability.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
+from shared.runtime import die_with_parent, tune_gc
 from shared.settings import get_settings
+from shared.web.admin import AdminServer, Answer, SharedCheck
 
 log = structlog.get_logger()
 
@@ -248,7 +247,7 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
 
 def with_request_context(app: Litestar) -> Litestar:
     """Put ``request_context_middleware`` around the whole app, routing included, and give
-    the app its admin listener (shared/admin.py: /metrics, /ready, /status).
+    the app its admin listener (shared/web/admin.py: /metrics, /ready, /status).
 
     In Litestar's ``middleware=`` list it would wrap matched routes only, so a 404 or 405
     for an unknown path would go out without X-Request-ID and without a log line.
@@ -280,11 +279,11 @@ class Status(msgspec.Struct, frozen=True):
 
 
 def worker_startup(app: Litestar) -> None:
-    """Startup hook of each server worker: GC tuning (shared/gc_tuning.py), and no worker
-    outliving the server process that forked it (``processes.die_with_parent``)."""
+    """Startup hook of each server worker: GC tuning (shared/runtime.py), and no worker
+    outliving the server process that forked it (``die_with_parent``)."""
     del app  # a startup hook's signature
     tune_gc()
-    processes.die_with_parent()
+    die_with_parent()
 
 
 ReadyCheck = Callable[[Litestar], Awaitable[None]]

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-_PR_SET_PDEATHSIG = 1
+from shared.runtime import die_with_parent
+
 STOP_TIMEOUT_S = 15.0
 
 
@@ -25,16 +24,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def die_with_parent() -> None:
-    """Linux: the kernel sends SIGTERM to this process if its parent dies, even by SIGKILL.
-
-    Set in children between fork and exec (``spawn``), and by each HTTP server worker at
-    startup: granian forks its workers without it, so a server killed hard would leave
-    them serving its port."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def spawn(
@@ -94,7 +83,7 @@ def start_moto(host: str = "127.0.0.1", port: int | None = None) -> tuple[subpro
     """Run moto's server (SQS and DynamoDB on one port) as a child; its endpoint URL."""
     port = port or free_port(host)
     process = spawn(
-        [sys.executable, "-m", "shared.local_aws", "-H", host, "-p", str(port)],
+        [sys.executable, "-m", "shared.local.endpoint", "-H", host, "-p", str(port)],
         quiet=True,  # one access-log line per AWS call would drown the services' logs
     )
     endpoint = f"http://{host}:{port}"

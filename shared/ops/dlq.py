@@ -35,13 +35,12 @@ from typing import Any
 import msgspec
 from botocore.exceptions import ClientError
 
-from shared.aws import AwsClients
-from shared.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
+from shared.aws.clients import AwsClients
+from shared.contract.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
 from shared.settings import Settings
-from shared.storage.layout import dedup_id
+from shared.storage.layout import claim_linger_s, dedup_id
 
 SQS_BATCH = 10
-SQS_MAX_RETENTION_S = 14 * 24 * 3600
 # How long a message received for inspection or replay stays hidden from other readers.
 HOLD_S = 60
 # How far the operator's clock may be behind SQS's before a dead letter sent just before the
@@ -247,7 +246,7 @@ class DeadLetterQueue:
         now_us = time.time_ns() // 1000
         oldest_us = now_us - self._settings.event_retention_s * 1_000_000
         # A claim is kept until this long after its event was received (its TTL).
-        claim_lives_us = (self._settings.dedup_window_s + claim_linger_s(self._settings)) * 1_000_000
+        claim_lives_us = (self._settings.dedup_window_s + claim_linger_s(self._settings.event_retention_s)) * 1_000_000
         for event in message.events:
             if await self._stored(event):
                 plan.stored.append(event)
@@ -306,13 +305,6 @@ class _Plan:
         if not self.stored and not self.expired:
             return letter.body
         return encode_message(self.replay)
-
-
-def claim_linger_s(settings: Settings) -> int:
-    """How long a dedup claim outlives its window: as long as a copy received inside it can
-    still arrive (the event retention for a dead letter's replay, plus SQS's 14-day maximum
-    retention). The writer sets each claim's TTL from this."""
-    return settings.event_retention_s + SQS_MAX_RETENTION_S
 
 
 def _made_during(letter: DeadLetter, started_s: float, sent_back: set[str]) -> bool:

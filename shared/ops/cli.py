@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import socket
@@ -15,16 +16,16 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from shared import embedded, processes
-from shared.aws import AwsClients, open_clients
-from shared.dlq import DeadLetterQueue, ReplayFilter, ReplayReport
+from shared.aws.clients import AwsClients, open_clients
 from shared.errors import KeyNotFound
-from shared.key_admin import check_account_id, create_key, new_account_id
-from shared.key_store import DynamoKeyStore
-from shared.keys import KeyRecord, KeyStatus, Scope
-from shared.resources import ensure_resources
+from shared.keys.admin import check_account_id, create_key, new_account_id
+from shared.keys.model import KeyRecord, KeyStatus, Scope
+from shared.keys.store import DynamoKeyStore
+from shared.local import embedded, processes
+from shared.ops.dlq import DeadLetterQueue, ReplayFilter, ReplayReport
+from shared.ops.migrate import migrate_counters, migrate_inbox_positions
+from shared.ops.resources import ensure_resources
 from shared.settings import Settings, field_docs, get_settings, inbox_cursor_secret
-from shared.storage.migrate import migrate_counters, migrate_inbox_positions
 
 T = TypeVar("T")
 SERVICE_START_TIMEOUT_S = 30.0
@@ -45,6 +46,21 @@ def main() -> None:
 
     Configuration comes from TRIGGERS_* environment variables; `triggers config` lists them.
     """
+    if click.get_current_context().invoked_subcommand != "up":  # `up` starts an endpoint of its own
+        _use_embedded_endpoint()
+
+
+def _use_embedded_endpoint() -> None:
+    """With no endpoint configured, use the one a running `triggers up` wrote down.
+
+    Settings read the environment only; this command line is what hands the local endpoint
+    to itself and to every process it starts, by setting the variable they all read.
+    """
+    variable = "TRIGGERS_AWS_ENDPOINT_URL"
+    if not os.environ.get(variable):
+        endpoint = embedded.read_embedded_endpoint()
+        if endpoint is not None:
+            os.environ[variable] = endpoint
 
 
 @main.command()
@@ -100,7 +116,7 @@ MAX_PORT = 65535
 
 
 def _serve(factory: str, port: int | None, default_port: int, workers: int, admin_port: int | None) -> None:
-    from shared import serving  # imports granian: only the commands that serve pay for it
+    from shared.web import serving  # imports granian: only the commands that serve pay for it
 
     settings = get_settings()
     public = port or default_port
@@ -108,7 +124,7 @@ def _serve(factory: str, port: int | None, default_port: int, workers: int, admi
         admin_port = settings.admin_port if settings.admin_port is not None else public + ADMIN_PORT_OFFSET
     if admin_port:
         _check_admin_port(settings.admin_host, admin_port, workers)
-    # The server workers read it from the environment they inherit (shared/http.py).
+    # The server workers read it from the environment they inherit (shared/web/http.py).
     os.environ["TRIGGERS_ADMIN_PORT"] = str(admin_port)
     get_settings.cache_clear()
     serving.serve(factory, settings.host, public, workers)
@@ -120,7 +136,7 @@ def _check_admin_port(host: str, port: int, workers: int) -> None:
     Several workers would each bind it (and each has its own metrics, readiness and
     lock-outs, so an answer would speak for one of them at random): a worker per process,
     more processes behind the load balancer. A port taken by another process (another
-    service, a stale one) is an error, never shared (shared/admin.py binds without
+    service, a stale one) is an error, never shared (shared/web/admin.py binds without
     SO_REUSEPORT); the worker checks again when it binds and logs the same.
     """
     if not 0 < port <= MAX_PORT:
@@ -170,7 +186,7 @@ def run_writer(count: int) -> None:
     if count == 1:
         writer_main(get_settings())
         return
-    children = [processes.spawn([sys.executable, "-m", "shared.cli", "run", "writer"]) for _ in range(count)]
+    children = [processes.spawn([sys.executable, "-m", "shared.ops.cli", "run", "writer"]) for _ in range(count)]
     _supervise(children)
 
 
@@ -204,6 +220,10 @@ def up(moto_port: int | None) -> None:
     endpoint = os.environ.get("TRIGGERS_AWS_ENDPOINT_URL")
     try:
         if not endpoint:
+            if importlib.util.find_spec("moto") is None:
+                raise click.ClickException(
+                    "the embedded endpoint needs the local extra: pip install 'triggers-api[local]'"
+                )
             moto, endpoint = processes.start_moto(port=moto_port)
             children.append(moto)
             embedded.write_embedded_endpoint(endpoint)
@@ -218,7 +238,7 @@ def up(moto_port: int | None) -> None:
             env["TRIGGERS_ENQUEUE_LINGER_MS"] = str(EMBEDDED_LINGER_MS)
         admin = {"ingest": _admin_port(settings.ingest_port), "inbox": _admin_port(settings.inbox_port)}
         services = [
-            processes.spawn([sys.executable, "-m", "shared.cli", "run", part, *admin.get(part, [])], env)
+            processes.spawn([sys.executable, "-m", "shared.ops.cli", "run", part, *admin.get(part, [])], env)
             for part in ("ingest", "inbox", "writer")
         ]
         children[:0] = services  # services stop before the endpoint they use

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from shared.aws import AwsClients
+from shared.aws.clients import AwsClients
 from shared.settings import Settings
 from shared.storage.layout import SEP, counter_key, inbox_position
 

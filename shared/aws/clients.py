@@ -20,8 +20,8 @@ from botocore.credentials import Credentials
 from types_aiobotocore_dynamodb import DynamoDBClient
 from types_aiobotocore_sqs import SQSClient
 
-from shared.http1 import Http1Pool
-from shared.lean_aws import DYNAMODB, SQS, LeanClient, Service
+from shared.aws.http1 import Http1Pool
+from shared.aws.lean import DYNAMODB, SQS, LeanClient, Service
 from shared.settings import Settings
 
 # Any non-empty credentials satisfy moto and LocalStack; real AWS uses the normal chain.
@@ -110,7 +110,7 @@ async def _lean(
     *,
     pool_size: int,
 ) -> AwsClients:
-    """The clients the code uses: lean on hot operations (see shared/lean_aws.py)."""
+    """The clients the code uses: lean on hot operations (see shared/aws/lean.py)."""
     sqs, dynamodb = clients
     key_id, secret = _credentials(settings)
     credentials: Any = Credentials(key_id, secret) if key_id and secret else await session.get_credentials()

@@ -16,7 +16,7 @@ import msgspec
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 
-from shared.http import ErrorBody, Status
+from shared.web.http import ErrorBody, Status
 
 REF = "#/components/schemas/{name}"
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -110,10 +110,10 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def health_operations(version: str, dependency: str) -> list[Operation]:
-    """GET /status, as every service serves it on its public listener (shared/http.py).
+    """GET /status, as every service serves it on its public listener (shared/web/http.py).
 
     GET /ready ({dependency} reachable) and GET /metrics are on the admin listener only
-    (shared/admin.py), so they are not part of the public document.
+    (shared/web/admin.py), so they are not part of the public document.
     """
     del dependency  # named by the callers for /ready, which is no longer public
     example = {"status": "ok", "version": version, "uptime_seconds": 12.5}

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from shared.ids import rfc3339
+from shared.contract.ids import rfc3339
 
 # Their INFO lines repeat what the canonical request line says, or are per-call noise.
 _QUIET_LOGGERS = ("granian.access", "botocore", "aiobotocore", "urllib3")

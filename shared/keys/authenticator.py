@@ -29,11 +29,11 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import Forbidden, KeyNotFound, RateLimited, ServiceUnavailable, Unauthenticated
-from shared.key_store import KeyStore
-from shared.keys import KeyRecord, KeyStatus, ParsedKey, Scope, check_secret, hash_secret, parse_key
-from shared.metrics import KEY_CACHE
-from shared.ratelimit import RateLimiter
+from shared.keys.model import KeyRecord, KeyStatus, ParsedKey, Scope, check_secret, hash_secret, parse_key
+from shared.keys.store import KeyStore
+from shared.observability.metrics import KEY_CACHE
 from shared.settings import Settings
+from shared.web.ratelimit import RateLimiter
 
 log = structlog.get_logger()
 

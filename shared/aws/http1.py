@@ -1,6 +1,6 @@
 """A small keep-alive HTTP/1.1 client: POST bytes to one endpoint, get the status and body back.
 
-It carries the lean AWS clients' calls (shared/lean_aws.py), which need nothing more.
+It carries the lean AWS clients' calls (shared/aws/lean.py), which need nothing more.
 Through aiohttp a small call cost about 0.2 ms of CPU (request and response objects, header
 multidicts, stream readers, per-read timers); here about 0.12 ms, signing and decoding
 included. That counts twice per inbox page, once per edge batch, and in every writer batch.

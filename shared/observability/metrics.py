@@ -1,8 +1,8 @@
 """Prometheus metrics of every part, in one place so names stay consistent.
 
 Each process has its own registry: the HTTP services serve it at GET /metrics on their
-admin port (shared/admin.py, never the public one), the writer on TRIGGERS_METRICS_PORT.
-Label values are bounded (shared/http.py folds unknown methods), so no client can add
+admin port (shared/web/admin.py, never the public one), the writer on TRIGGERS_METRICS_PORT.
+Label values are bounded (shared/web/http.py folds unknown methods), so no client can add
 series. Run one server worker per container and scale with containers,
 so that each scrape sees the whole process (see docs/operations.md).
 """

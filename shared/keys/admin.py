@@ -6,8 +6,8 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-from shared.key_store import KeyStore
-from shared.keys import KeyRecord, KeyStatus, Scope, generate_key, hash_secret
+from shared.keys.model import KeyRecord, KeyStatus, Scope, generate_key, hash_secret
+from shared.keys.store import KeyStore
 
 # Letters, digits, '_' and '-': never a separator of shared.storage.layout ('|', '#'). An
 # account "a|b" would otherwise share index keys with account "a" (type "b|x" against "x").

@@ -6,8 +6,8 @@ parsing, endpoint rules, event hooks, user-agent assembly), which is most of the
 cost per event and most of an inbox page's. DynamoDB and SQS speak the AWS JSON protocol:
 POST the parameters as JSON with an ``X-Amz-Target`` header, signed with SigV4; the answer
 is JSON too. This client does exactly that for the operations the project calls on its hot
-paths (msgspec for JSON, SigV4 by shared/sigv4.py, tested against botocore's signer, a
-keep-alive connection pool from shared/http1.py), and hands every other operation to the
+paths (msgspec for JSON, SigV4 by shared/aws/sigv4.py, tested against botocore's signer, a
+keep-alive connection pool from shared/aws/http1.py), and hands every other operation to the
 aiobotocore client. It raises botocore's own exception types, with the same ``response``
 shape, so callers cannot tell the difference. The
 parameters and answers of these operations hold only strings, numbers, booleans, lists and
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 import msgspec
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from shared.http1 import Http1Pool
-from shared.sigv4 import JsonPostSigner
+from shared.aws.http1 import Http1Pool
+from shared.aws.sigv4 import JsonPostSigner
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ AWS call then paid a TCP handshake and a new server thread. Kept-alive connectio
 keeps them, make a small call about a third faster (GetItem 1.7 → 1.1 ms) and cut its
 client-side CPU to a third.
 
-Run: python -m shared.local_aws -H 127.0.0.1 -p PORT   (host and port, as moto_server takes them)
+Run: python -m shared.local.endpoint -H 127.0.0.1 -p PORT   (host and port, as moto_server takes them)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from moto.dynamodb.exceptions import (
 from moto.dynamodb.models import DynamoDBBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from shared import processes
+from shared.runtime import die_with_parent
 
 MAX_TRANSACTION_ITEMS = 100
 # Requests served at once: SQS long polls hold one each for up to 20 s, so this is well
@@ -156,7 +156,7 @@ def install() -> None:
 
 def wsgi_app() -> Any:
     """moto's application with the changes above; the factory granian's worker calls."""
-    processes.die_with_parent()  # granian forks the worker: it must not outlive the server
+    die_with_parent()  # granian forks the worker: it must not outlive the server
     install()
     return DomainDispatcherApplication(create_backend_app)
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto writes it into queue URLs
     Granian(
-        "shared.local_aws:wsgi_app",
+        "shared.local.endpoint:wsgi_app",
         factory=True,
         interface=Interfaces.WSGI,
         address=args.host,

@@ -10,7 +10,7 @@ from types_aiobotocore_dynamodb import DynamoDBClient
 from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
 from shared.errors import AlreadyExists, KeyNotFound
-from shared.keys import KeyRecord, KeyStatus, Scope
+from shared.keys.model import KeyRecord, KeyStatus, Scope
 
 
 class KeyStore(Protocol):

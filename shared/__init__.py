@@ -1,0 +1,1 @@
+"""What the three services share, one subpackage per concern (docs/architecture.md, "Module map")."""

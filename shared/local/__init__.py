@@ -1,0 +1,2 @@
+"""The local harness: the embedded AWS endpoint (moto with its patches), child processes, the
+state file of ``triggers up``. Development and tests only; the image does not install moto."""
