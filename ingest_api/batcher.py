@@ -26,13 +26,14 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from types_aiobotocore_sqs import SQSClient
 
+from shared.contract.envelope import MESSAGE_FRAME_BYTES, MESSAGE_HEAD, MESSAGE_TAIL, frame
 from shared.observability.metrics import SQS_SEND_EVENTS, SQS_SEND_SECONDS
 
 log = structlog.get_logger()
 
 SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
 SQS_MAX_REQUEST_BYTES = 1024 * 1024  # limit of one message and of one SendMessageBatch call
-ENVELOPE_OVERHEAD = len(b'{"events":[],"v":1}')
+ENVELOPE_OVERHEAD = MESSAGE_FRAME_BYTES
 # Room left for SQS's own accounting of attributes and entry ids.
 SQS_ACCOUNTING_ROOM = 16 * 1024
 # The most of the held events or bytes one owner may hold: a quarter of either bound.
@@ -246,10 +247,7 @@ def _by_submission(message: _Message) -> list[_Message]:
 
 
 def _envelope(owners: list[tuple[_Submission, int]]) -> _Message:
-    body = bytearray(b'{"events":[')
-    body += b",".join(submission.events[index] for submission, index in owners)
-    body += b'],"v":1}'
-    return _Message(body, owners)
+    return _Message(bytearray(frame([submission.events[index] for submission, index in owners])), owners)
 
 
 def _pack(batch: list[_Submission], budget: int) -> list[_Message]:
@@ -269,8 +267,8 @@ def _pack(batch: list[_Submission], budget: int) -> list[_Message]:
             current.body += event
             current.owners.append((submission, index))
     for message in messages:
-        message.body[:0] = b'{"events":['
-        message.body += b'],"v":1}'
+        message.body[:0] = MESSAGE_HEAD
+        message.body += MESSAGE_TAIL
     return messages
 
 

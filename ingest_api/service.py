@@ -11,7 +11,7 @@ import msgspec
 from ingest_api.batcher import Overloaded, SqsBatcher
 from ingest_api.schemas import MAX_IDEMPOTENCY_KEY_CHARS, EventIn
 from ingest_api.validation import CONTROL_CHARACTERS, check_event_text, locate
-from shared.contract.envelope import QueuedEvent
+from shared.contract.envelope import QueuedEvent, encode_event, sqs_safe
 from shared.contract.ids import new_event_id, rfc3339
 from shared.errors import AppError, ErrorDetail, PayloadTooLarge, ServiceUnavailable, ValidationError
 from shared.keys.model import KeyRecord
@@ -25,21 +25,6 @@ PACE_AFTER_S = 0.005
 # An event's bytes besides its payload, at most: the type and the key (255 characters each,
 # six bytes apiece at worst once escaped), ids, timestamps and field names.
 _FIELDS_ROOM = 8 * 1024
-_encoder = msgspec.json.Encoder()
-
-
-# SQS refuses message bodies holding U+FFFE or U+FFFF, which JSON allows in strings. They
-# can only stand inside strings, where their escaped form means the same: swap them.
-_SQS_REFUSED = ((b"\xef\xbf\xbe", b"\\ufffe"), (b"\xef\xbf\xbf", b"\\uffff"))
-
-
-def sqs_safe(encoded: bytes) -> bytes:
-    """The same JSON, without the two characters an SQS body may not contain."""
-    if b"\xef\xbf" not in encoded:
-        return encoded
-    for raw, escaped in _SQS_REFUSED:
-        encoded = encoded.replace(raw, escaped)
-    return encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +146,7 @@ class IngestService:
             for e in events
         ]
         try:
-            pending = self._batcher.submit([sqs_safe(_encoder.encode(q)) for q in queued], owner=key.account_id)
+            pending = self._batcher.submit([encode_event(q) for q in queued], owner=key.account_id)
         except Overloaded:
             raise ServiceUnavailable("Too many events waiting for the queue; retry shortly.") from None
         stored = await pending  # bounded: every SQS call has a deadline (SqsBatcher)

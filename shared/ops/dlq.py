@@ -260,31 +260,23 @@ class DeadLetterQueue:
 
     async def _claimed(self, event: QueuedEvent) -> bool:
         """Does a dedup claim exist for the event's key (naming it, or another event)?"""
-        try:
-            response = await self._clients.dynamodb.get_item(
-                TableName=self._settings.dedup_table,
-                Key={"dedup_id": {"S": dedup_id(event.account_id, event.dedup_key())}},
-                ProjectionExpression="event_id",
-                ConsistentRead=True,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ValidationException":
-                raise
-            return False  # a key DynamoDB refuses (an empty account) was never claimed either
-        return "Item" in response
+        key = {"dedup_id": {"S": dedup_id(event.account_id, event.dedup_key())}}
+        return await self._exists(self._settings.dedup_table, key)
 
     async def _stored(self, event: QueuedEvent) -> bool:
+        key = {"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}}
+        return await self._exists(self._settings.events_table, key)
+
+    async def _exists(self, table: str, key: dict[str, Any]) -> bool:
+        """One consistent read; a key DynamoDB refuses (an empty id or account) names nothing."""
         try:
             response = await self._clients.dynamodb.get_item(
-                TableName=self._settings.events_table,
-                Key={"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}},
-                ProjectionExpression="event_id",
-                ConsistentRead=True,
+                TableName=table, Key=key, ProjectionExpression=next(iter(key)), ConsistentRead=True
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ValidationException":
                 raise
-            return False  # a key DynamoDB refuses (an empty id) was never stored either
+            return False
         return "Item" in response
 
 

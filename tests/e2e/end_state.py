@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import httpx
 import msgspec
 
-from ingest_api.service import sqs_safe
+from shared.contract.envelope import sqs_safe
 from tests.conftest import ApiKey, Service, wait_until
 
 

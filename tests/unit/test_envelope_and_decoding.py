@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from ingest_api import validation
 from ingest_api.schemas import EventIn
-from ingest_api.service import YIELD_EVERY_BYTES, IngestService, sqs_safe
+from ingest_api.service import YIELD_EVERY_BYTES, IngestService
 from ingest_api.validation import MAX_DEPTH
 from shared.contract import envelope
-from shared.contract.envelope import QueuedEvent, canonical_json, decode_message, encode_message
+from shared.contract.envelope import QueuedEvent, QueueMessage, canonical_json, decode_message, encode_message, sqs_safe
 from shared.errors import AppError, ValidationError
 from shared.web.decoding import decode_json
 
@@ -436,3 +436,26 @@ async def test_a_large_batch_is_checked_in_turns_that_let_other_requests_run() -
     assert [isinstance(p, EventIn) for p in parsed] == [True, False] * 10
     assert len(item) > YIELD_EVERY_BYTES
     assert turns >= 10, turns  # at least once after each large event (before: none until the end)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.text(max_size=20), min_size=1, max_size=5))
+def test_the_edge_frame_is_the_message_msgspec_writes(texts: list[str]) -> None:
+    """The edge frames events it encoded once; the bytes are those of a QueueMessage (SQS's two
+    refused characters aside), so there is one message format, whoever writes it."""
+    events = [_queued_text(text) for text in texts]
+    framed = encode_message(events).encode()
+    assert framed == sqs_safe(msgspec.json.encode(QueueMessage(events=events)))
+    assert decode_message(framed).events == [
+        msgspec.structs.replace(e, payload=msgspec.Raw(sqs_safe(bytes(e.payload)))) for e in events
+    ]
+
+
+def _queued_text(text: str) -> QueuedEvent:
+    return QueuedEvent(
+        event_id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        account_id="acc_1",
+        event_type="t",
+        payload=msgspec.Raw(msgspec.json.encode({"s": text})),
+        received_at_us=1,
+    )
