@@ -488,8 +488,10 @@ def dlq_replay(  # noqa: PLR0917 - click passes each option as a parameter
 
     Outcome per message: replayed, would_replay (dry run), duplicate (already stored:
     removed without resending), invalid (undecodable: left in place), skipped (filtered out),
-    expired (events older than the event retention and not stored, which may have been
-    acknowledged and removed since: never resent, left in place).
+    expired (events older than the event retention, not stored, and whose dedup claim names
+    them or another event, or has lapsed: they may have been stored and removed since; never
+    resent, left in place), later (dead
+    letters made while this run went on: left for the next run).
     """
     settings = get_settings()
     chosen = ReplayFilter(event_type=event_type, older_than_s=older_than, newer_than_s=newer_than)
