@@ -11,9 +11,7 @@ of inbox processes, decrement each count exactly once per event.
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import random
 import time
 from collections import Counter
 from typing import Any
@@ -23,20 +21,15 @@ from botocore.exceptions import ClientError
 from types_aiobotocore_dynamodb import DynamoDBClient
 
 from shared.aws.lean import call_decoded
+from shared.retry import ACK_RETRY, retry_pending
 from shared.settings import Settings
 from shared.storage.attributes import BoolValue, StringValue
 from shared.storage.counters import ShardChooser, counter_add
 from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
 
-# Transactions cancelled by a conflict with another transaction are retried this many
-# times, after a jittered pause growing from the base; the account's counter writes then
-# spread over shards (shared.storage.counters).
-ACK_CONFLICT_ATTEMPTS = 5
-ACK_CONFLICT_BACKOFF_BASE_S = 0.01
-# Keys a BatchGetItem may hold; keys it leaves unprocessed (throttling) are asked again,
-# this many times in all, after the same kind of pause.
-BATCH_GET_MAX_KEYS = 100
-BATCH_GET_ATTEMPTS = 5
+# Conflicts and unprocessed keys are retried under shared.retry.ACK_RETRY; after a conflict
+# the account's counter writes spread over shards (shared.storage.counters).
+BATCH_GET_MAX_KEYS = 100  # keys one BatchGetItem may hold
 _US = 1_000_000
 
 
@@ -92,37 +85,38 @@ class Acknowledger:
             request: Any = {
                 self._events: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": _ACK_PROJECTION}
             }
-            for attempt in range(BATCH_GET_ATTEMPTS):
-                answer = await call_decoded(self._client, "batch_get_item", _batch_get_answer, RequestItems=request)
-                found |= {item.event_id.S: item for item in answer.Responses.get(self._events, [])}
-                request = answer.UnprocessedKeys
-                if not request:
-                    break
-                await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
-            else:
+
+            async def read(requests: list[Any]) -> list[Any]:
+                answer = await call_decoded(self._client, "batch_get_item", _batch_get_answer, RequestItems=requests[0])
+                found.update({item.event_id.S: item for item in answer.Responses.get(self._events, [])})
+                return [answer.UnprocessedKeys] if answer.UnprocessedKeys else []
+
+            if await retry_pending(ACK_RETRY, [request], read):
                 raise TimeoutError("event reads kept coming back unprocessed")
         return found
 
     async def _mark(self, account_id: str, group: list[_AckItem]) -> dict[str, AckOutcome]:
         """Mark a group delivered in one transaction, settling ids others acknowledged first."""
         outcomes: dict[str, AckOutcome] = {}
-        for attempt in range(ACK_CONFLICT_ATTEMPTS):
+
+        async def mark(pending: list[_AckItem]) -> list[_AckItem]:
             try:
-                await self._client.transact_write_items(TransactItems=self._transaction(account_id, group))
+                await self._client.transact_write_items(TransactItems=self._transaction(account_id, pending))
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
                 reasons = exc.response.get("CancellationReasons", [])
-                taken = {i for i, r in enumerate(reasons[: len(group)]) if r.get("Code") == "ConditionalCheckFailed"}
-                outcomes |= {group[i].event_id.S: AckOutcome.ALREADY_DELIVERED for i in taken}
-                group = [e for i, e in enumerate(group) if i not in taken]
-                if not group:
-                    return outcomes
+                # The transaction's first items are the group's updates, in its order.
+                taken = {i for i, r in enumerate(reasons[: len(pending)]) if r.get("Code") == "ConditionalCheckFailed"}
+                outcomes.update({pending[i].event_id.S: AckOutcome.ALREADY_DELIVERED for i in taken})
                 self._shards.cancelled(reasons, [account_id])
-                await asyncio.sleep(random.uniform(0, ACK_CONFLICT_BACKOFF_BASE_S * 2**attempt))
-            else:
-                return outcomes | {e.event_id.S: AckOutcome.ACKNOWLEDGED for e in group}
-        raise TimeoutError("acknowledgement kept conflicting")
+                return [e for i, e in enumerate(pending) if i not in taken]
+            outcomes.update({e.event_id.S: AckOutcome.ACKNOWLEDGED for e in pending})
+            return []
+
+        if await retry_pending(ACK_RETRY, group, mark):
+            raise TimeoutError("acknowledgement kept conflicting")
+        return outcomes
 
     def _transaction(self, account_id: str, group: list[_AckItem]) -> list[Any]:
         now_us = time.time_ns() // 1000

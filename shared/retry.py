@@ -42,6 +42,11 @@ class BackoffPolicy:
 # conflicts is left for the message's next delivery.
 CONFLICT_RETRY = BackoffPolicy("conflict", base_s=0.02, cap_s=1.0, attempts=6)
 
+# Acknowledgements: a transaction cancelled by a concurrent one (another acknowledgement, a
+# writer on the same counter shard), or keys a BatchGetItem left unprocessed, are tried again
+# within the request; what still fails answers 503 and the client retries.
+ACK_RETRY = BackoffPolicy("ack_retry", base_s=0.01, cap_s=0.5, attempts=5)
+
 # While DynamoDB is unreachable or throttling, the writer probes it with one cheap call
 # after each pause of this policy, until it answers (writer_worker/worker.py).
 STORAGE_PROBE = BackoffPolicy("storage_probe", base_s=0.25, cap_s=5.0)
