@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import msgspec
+
 from inbox_api.store import InboxStore
+from shared.contract.envelope import QueuedEvent
+from shared.contract.ids import new_event_id
 
 
 class ManualClock:
@@ -27,3 +34,16 @@ async def sweep(
         if not has_more:
             return seen
         after = page[-1].position
+
+
+def queued_event(account: str, event_type: str, payload: dict[str, Any] | bytes) -> QueuedEvent:
+    """An event as the edge would queue it now, for tests that put messages on SQS directly."""
+    now_us = time.time_ns() // 1000
+    raw = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+    return QueuedEvent(
+        event_id=new_event_id(now_us // 1000),
+        account_id=account,
+        event_type=event_type,
+        payload=msgspec.Raw(raw),
+        received_at_us=now_us,
+    )

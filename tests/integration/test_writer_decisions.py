@@ -11,18 +11,17 @@ import time
 from collections import Counter
 from typing import Any
 
-import msgspec
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
 from shared.contract.envelope import QueuedEvent, encode_message
-from shared.contract.ids import new_event_id
 from shared.keys.admin import new_account_id
 from shared.settings import settings_from_env
 from tests.conftest import BROKEN_DYNAMODB, Stack, private_stack, queue_counts
 from tests.faults import FaultyLink
+from tests.helpers import queued_event
 from writer_worker.lambda_handler import LambdaWriter
 from writer_worker.processor import BatchProcessor
 from writer_worker.store import EventWriter, Outcome
@@ -30,14 +29,7 @@ from writer_worker.worker import QueueUrls, Worker
 
 
 def queued(account: str, n: int) -> QueuedEvent:
-    now_us = time.time_ns() // 1000
-    return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
-        account_id=account,
-        event_type="decide",
-        payload=msgspec.Raw(msgspec.json.encode({"n": n})),
-        received_at_us=now_us,
-    )
+    return queued_event(account, "decide", {"n": n})
 
 
 async def counts(stack: Stack, *accounts: str) -> list[int]:

@@ -12,10 +12,10 @@ import msgspec
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
 from shared.contract.envelope import QueuedEvent, decode_message, encode_message
-from shared.contract.ids import new_event_id
 from shared.keys.admin import new_account_id
 from shared.local import processes
 from tests.conftest import Stack, private_stack, queue_counts, run_triggers, start_service, wait_until
+from tests.helpers import queued_event
 from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE
 
 # An item over DynamoDB's 400 KB: the edge refuses such a payload (256 KiB); a message put
@@ -24,14 +24,7 @@ OVERSIZED = b'{"pad": "' + b"x" * 420_000 + b'"}'
 
 
 def queued(account: str, payload: bytes) -> QueuedEvent:
-    now_us = time.time_ns() // 1000
-    return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
-        account_id=account,
-        event_type="per.event",
-        payload=msgspec.Raw(payload),
-        received_at_us=now_us,
-    )
+    return queued_event(account, "per.event", payload)
 
 
 def poison_events(account: str) -> list[QueuedEvent]:

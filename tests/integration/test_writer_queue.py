@@ -6,15 +6,14 @@ import asyncio
 import time
 import uuid
 
-import msgspec
 import pytest
 
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
 from shared.contract.envelope import QueuedEvent, encode_message
-from shared.contract.ids import new_event_id
 from shared.keys.admin import new_account_id
 from tests.conftest import Stack
+from tests.helpers import queued_event
 from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.usefixtures("writer")
@@ -22,14 +21,7 @@ DEADLINE_S = 20.0
 
 
 def queued(account: str, marker: str) -> QueuedEvent:
-    now_us = time.time_ns() // 1000
-    return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
-        account_id=account,
-        event_type="queue.test",
-        payload=msgspec.Raw(msgspec.json.encode({"marker": marker})),
-        received_at_us=now_us,
-    )
+    return queued_event(account, "queue.test", {"marker": marker})
 
 
 async def wait_count(stack: Stack, account: str, expected: int) -> int:
