@@ -33,7 +33,6 @@ log = structlog.get_logger()
 
 SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
 SQS_MAX_REQUEST_BYTES = 1024 * 1024  # limit of one message and of one SendMessageBatch call
-ENVELOPE_OVERHEAD = MESSAGE_FRAME_BYTES
 # Room left for SQS's own accounting of attributes and entry ids.
 SQS_ACCOUNTING_ROOM = 16 * 1024
 # The most of the held events or bytes one owner may hold: a quarter of either bound.
@@ -106,7 +105,7 @@ class SqsBatcher:
     @property
     def max_event_bytes(self) -> int:
         """The largest encoded event one message can carry."""
-        return self._budget - ENVELOPE_OVERHEAD
+        return self._budget - MESSAGE_FRAME_BYTES
 
     def submit(self, events: list[bytes], owner: str | None = None) -> asyncio.Future[list[bool]]:
         """Enqueue encoded events; the future tells, per event, whether SQS acknowledged it.
@@ -258,7 +257,7 @@ def _pack(batch: list[_Submission], budget: int) -> list[_Message]:
         submission.unsent = len(submission.events)
         for index, event in enumerate(submission.events):
             separator = 1 if current is not None and current.owners else 0
-            if current is None or len(current.body) + separator + len(event) + ENVELOPE_OVERHEAD > budget:
+            if current is None or len(current.body) + separator + len(event) + MESSAGE_FRAME_BYTES > budget:
                 current = _Message(bytearray(), [])
                 messages.append(current)
                 separator = 0

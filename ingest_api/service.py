@@ -43,10 +43,6 @@ class IngestService:
         fits = max_payload_bytes if max_message_bytes is None else max_message_bytes - _FIELDS_ROOM
         self._max_payload = min(max_payload_bytes, fits)
 
-    @property
-    def max_payload_bytes(self) -> int:
-        return self._max_payload
-
     def parse_event(self, raw: bytes | msgspec.Raw, prefix: str = "$", header_key: str | None = None) -> EventIn:
         """Decode and check one event (the body, or one item of a batch); raises a
         field-level ``AppError``.
@@ -123,7 +119,7 @@ class IngestService:
     def _check_size(self, payload: bytes, prefix: str) -> None:
         """413 unless the payload fits as it travels and is stored: measured after the
         escapes SQS needs (``sqs_safe``: U+FFFE and U+FFFF count six bytes each)."""
-        size = len(payload) if b"\xef\xbf" not in payload else len(sqs_safe(payload))
+        size = len(sqs_safe(payload))
         if size > self._max_payload:
             field = f"{prefix}.payload"
             message = f"payload is {size} bytes as stored; the limit is {self._max_payload}."

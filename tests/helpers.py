@@ -36,14 +36,23 @@ async def sweep(
         after = page[-1].position
 
 
-def queued_event(account: str, event_type: str, payload: dict[str, Any] | bytes) -> QueuedEvent:
-    """An event as the edge would queue it now, for tests that put messages on SQS directly."""
-    now_us = time.time_ns() // 1000
+def queued_event(
+    account: str,
+    event_type: str,
+    payload: dict[str, Any] | bytes,
+    *,
+    at_us: int | None = None,
+    idempotency_key: str | None = None,
+) -> QueuedEvent:
+    """An event as the edge would queue it (now, or received at ``at_us``), for tests that put
+    messages on SQS or hand events to the store directly."""
+    received_us = time.time_ns() // 1000 if at_us is None else at_us
     raw = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
     return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
+        event_id=new_event_id(received_us // 1000),
         account_id=account,
         event_type=event_type,
         payload=msgspec.Raw(raw),
-        received_at_us=now_us,
+        received_at_us=received_us,
+        idempotency_key=idempotency_key,
     )

@@ -37,7 +37,7 @@ from shared.contract.ids import new_event_id
 from shared.observability.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
 from shared.retry import CONFLICT_RETRY, retry_pending
 from shared.settings import Settings
-from shared.storage.counters import ShardChooser, counter_add
+from shared.storage.counters import THROTTLE_REASONS, ShardChooser, counter_add
 from shared.storage.layout import (
     SEP,
     TRANSACTION_MAX_ITEMS,
@@ -66,7 +66,6 @@ GROUP_MAX_BYTES = 3 * 1024 * 1024
 PROBE_KEY = f"{SEP}writer-probe"
 # Cancellation reasons that say one item's partition is overloaded, not that the item is
 # wrong: they concern the accounts whose items carry them, never the whole transaction.
-_THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 # Answers that say no write can succeed until something outside the writer changes (keys,
 # permissions, a table): like an outage, they hold messages rather than counting against them.
 _SERVICE_WIDE_CODES = frozenset(
@@ -207,7 +206,7 @@ class EventWriter:
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
                 if "ValidationError" in reasons:
                     return "invalid"
-                return "unavailable" if _THROTTLE_REASONS.intersection(reasons) else "ok"
+                return "unavailable" if THROTTLE_REASONS.intersection(reasons) else "ok"
             if unavailable(exc):
                 return "unavailable"
             return "invalid" if code == "ValidationException" else "ok"  # any other answer is storage answering
@@ -394,7 +393,7 @@ class EventWriter:
                 by_event.setdefault(item.claimed.event.event_id, {})[item.role] = reason
         # A throttled item concerns its account alone: that account's events are set aside
         # (THROTTLED: sent again later in a message of their own) and the others written again.
-        throttled = {i.account for i, r in zip(items, reasons, strict=False) if r.get("Code") in _THROTTLE_REASONS}
+        throttled = {i.account for i, r in zip(items, reasons, strict=False) if r.get("Code") in THROTTLE_REASONS}
         again, duplicates, stored = [], [], []
         for claimed in pending:
             event = claimed.event

@@ -7,29 +7,20 @@ import json
 import time
 from typing import Any
 
-import msgspec
-
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
 from shared.contract.envelope import QueuedEvent, decode_message, encode_message
-from shared.contract.ids import new_event_id
 from shared.keys.admin import new_account_id
 from shared.local import processes
 from tests.conftest import Stack, private_stack, run_triggers, start_service, wait_until
+from tests.helpers import queued_event
 from writer_worker.store import EventWriter
 
 NONE = {"replayed": 0, "would_replay": 0, "duplicate": 0, "invalid": 0, "skipped": 0, "expired": 0, "later": 0}
 
 
 def event(account: str, event_type: str, n: int, at_us: int | None = None) -> QueuedEvent:
-    now_us = time.time_ns() // 1000 if at_us is None else at_us
-    return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
-        account_id=account,
-        event_type=event_type,
-        payload=msgspec.Raw(msgspec.json.encode({"n": n})),
-        received_at_us=now_us,
-    )
+    return queued_event(account, event_type, {"n": n}, at_us=at_us)
 
 
 def dead_letter(stack: Stack, *bodies: str) -> None:

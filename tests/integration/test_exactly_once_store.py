@@ -16,12 +16,12 @@ from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.store import InboxStore
 from shared.aws.clients import AwsClients, open_clients
 from shared.contract.envelope import QueuedEvent
-from shared.contract.ids import new_event_id
 from shared.errors import NotFound
 from shared.keys.admin import new_account_id
 from shared.settings import Settings
 from shared.storage.layout import dedup_id
 from tests.conftest import Stack
+from tests.helpers import queued_event
 from writer_worker.store import EventWriter, Outcome
 
 
@@ -39,15 +39,7 @@ def event(
     event_type: str = "t",
     at_us: int | None = None,
 ) -> QueuedEvent:
-    received = at_us if at_us is not None else time.time_ns() // 1000
-    return QueuedEvent(
-        event_id=new_event_id(received // 1000),
-        account_id=account,
-        event_type=event_type,
-        payload=msgspec.Raw(payload),
-        received_at_us=received,
-        idempotency_key=key,
-    )
+    return queued_event(account, event_type, payload, at_us=at_us, idempotency_key=key)
 
 
 async def test_a_redelivered_event_is_stored_once(data_stack: Stack, clients: AwsClients) -> None:

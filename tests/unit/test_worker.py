@@ -54,15 +54,17 @@ class SlowProcessor:
         return [MessageResult(m.message_id, Disposition.DONE) for m in messages]
 
 
-def worker(sqs: FakeSqs, processor: SlowProcessor, *, grace_s: float, visibility_s: int) -> Worker:
+def worker(sqs: Any, processor: Any, *, grace_s: float, visibility_s: int, receivers: int = 1, **probe: Any) -> Worker:
+    """A worker on fakes; ``probe`` passes ``probe=`` and ``probe_policy=`` through."""
     return Worker(
-        sqs,  # type: ignore[arg-type]
+        sqs,
         QueueUrls("events", "dlq"),
-        processor,  # type: ignore[arg-type]
-        receivers=1,
+        processor,
+        receivers=receivers,
         wait_time_s=20,
         shutdown_grace_s=grace_s,
         visibility_timeout_s=visibility_s,
+        **probe,
     )
 
 
@@ -146,16 +148,8 @@ FAST_PROBE = BackoffPolicy("test", base_s=0.01, cap_s=0.02)
 
 async def test_a_storage_outage_holds_the_batch_and_stops_receiving_until_storage_answers() -> None:
     sqs, probe = CountingSqs(2), Probe(fails=3)
-    running = Worker(
-        sqs,  # type: ignore[arg-type]
-        QueueUrls("events", "dlq"),
-        OutageProcessor(outage=2),  # type: ignore[arg-type]
-        receivers=2,
-        wait_time_s=20,
-        shutdown_grace_s=5,
-        visibility_timeout_s=1,
-        probe=probe,
-        probe_policy=FAST_PROBE,
+    running = worker(
+        sqs, OutageProcessor(outage=2), grace_s=5, visibility_s=1, receivers=2, probe=probe, probe_policy=FAST_PROBE
     )
     task = asyncio.create_task(running.run())
     for _ in range(200):
@@ -173,14 +167,11 @@ async def test_a_storage_outage_holds_the_batch_and_stops_receiving_until_storag
 
 async def test_shutdown_during_an_outage_gives_the_held_messages_back() -> None:
     sqs = CountingSqs(3)
-    running = Worker(
-        sqs,  # type: ignore[arg-type]
-        QueueUrls("events", "dlq"),
-        OutageProcessor(outage=1_000),  # type: ignore[arg-type]
-        receivers=1,
-        wait_time_s=20,
-        shutdown_grace_s=5,
-        visibility_timeout_s=30,
+    running = worker(
+        sqs,
+        OutageProcessor(outage=1_000),
+        grace_s=5,
+        visibility_s=30,
         probe=Probe(fails=1_000_000),
         probe_policy=FAST_PROBE,
     )

@@ -5,22 +5,20 @@ others, service-wide failures alone close the gate, and the gate always finds it
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from botocore.exceptions import ClientError
 from structlog.testing import capture_logs
 
 from shared.contract.envelope import QueuedEvent, decode_message, encode_message
-from shared.contract.ids import new_event_id
 from shared.ops.dlq import CLOCK_MARGIN_S, DeadLetter, _made_during
 from shared.retry import BackoffPolicy
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser
 from shared.storage.layout import TRANSACTION_MAX_ITEMS
+from tests.helpers import queued_event
 from writer_worker.dead_letters import DEFERRALS_ATTRIBUTE
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 from writer_worker.store import EventWriter, Outcome, _Claimed, _groups, unavailable
@@ -30,14 +28,7 @@ FAST = BackoffPolicy("test", base_s=0.005, cap_s=0.01)
 
 
 def queued(account: str, n: int, event_type: str = "t.x") -> QueuedEvent:
-    now_us = time.time_ns() // 1000
-    return QueuedEvent(
-        event_id=new_event_id(now_us // 1000),
-        account_id=account,
-        event_type=event_type,
-        payload=msgspec.Raw(msgspec.json.encode({"n": n})),
-        received_at_us=now_us,
-    )
+    return queued_event(account, event_type, {"n": n})
 
 
 def error(code: str, status: int = 400, **extra: Any) -> ClientError:
