@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.aws.clients import open_clients
 from shared.keys.admin import create_key, new_account_id
@@ -206,15 +207,71 @@ def create_key_for(settings: Settings, account_id: str | None = None) -> str:
     return asyncio.run(create())
 
 
-def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+class KeptAlive:
+    """Requests to one URL on one kept-alive HTTP/1.1 connection, each answer read whole:
+    a client that costs the measured servers' load core next to nothing (httpx costs a
+    millisecond of CPU a request, which capped a paced sender at about 150 requests/s here).
+
+    A server may close a connection it kept alive (seen on moto after minutes:
+    ``IncompleteReadError`` in the middle of a run): the request is then made once more on a
+    new connection (the benchmarks' requests are GETs, or POSTs whose events are unique and
+    deduplicated by the service), and only a second failure in a row is an error.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self._address = (parts.hostname, parts.port)
+        self._target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "bench", **headers}.items())
+        self._url = url
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.reconnects = 0
+
+    async def get_checked(self) -> bool:
+        """GET, raising unless 200; whether it had to be made again on a new connection."""
+        status, redone = await self.request("GET")
+        if status != 200:
+            raise RuntimeError(f"GET {self._url} answered {status}")
+        return redone
+
+    async def request(self, method: str, body: bytes = b"") -> tuple[int, bool]:
+        """The answer's status, and whether the request was made again on a new connection."""
+        had_connection = self._streams is not None
+        try:
+            return await self._request(method, body), False
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.close()
+            if not had_connection:  # not a kept-alive connection dropped: the server is not there
+                raise
+            self.reconnects += 1
+            return await self._request(method, body), True
+
+    async def _request(self, method: str, body: bytes) -> int:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+        reader, writer = self._streams
+        length = f"Content-Length: {len(body)}\r\nContent-Type: application/json\r\n" if body else ""
+        writer.write(f"{method} {self._target} HTTP/1.1\r\n{self._head}{length}\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        fields = dict(line.partition(b":")[::2] for line in head.lower().split(b"\r\n")[1:])
+        await reader.readexactly(int(fields.get(b"content-length", b"0")))
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+def write_results(name: str, results: dict[str, Any], markdown: str, directory: Path = RESULTS) -> Path:
+    directory.mkdir(exist_ok=True)
     meta = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     }
-    path = RESULTS / f"{name}.json"
+    path = directory / f"{name}.json"
     path.write_text(json.dumps({**meta, **results}, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown)
+    (directory / f"{name}.md").write_text(markdown)
     return path

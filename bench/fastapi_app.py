@@ -62,7 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _client(settings.aws_endpoint_url) as keys,
         _client(os.environ["BENCH_PUT_ENDPOINT_URL"]) as events,
     ):
-        app.state.auth = build_authenticator(settings, DynamoKeyStore(keys, settings.keys_table))
+        # The usual design: plain aiobotocore, on which the key store's get/update calls work alike.
+        store = DynamoKeyStore(keys, settings.keys_table)  # type: ignore[arg-type]
+        app.state.auth = build_authenticator(settings, store)
         app.state.events = events
         app.state.table = settings.events_table
         yield

@@ -1,11 +1,13 @@
 """Inbox benchmark: a 50-event page of 1 KB events against an account with 10,000 undelivered.
 
-The inbox server runs alone on core 0; wrk (C) and the DynamoDB endpoint share core 1.
+On the embedded default's DynamoDB (DynamoDB Local), its fallback (moto) and dynalite
+(bench/backends.py). The inbox server runs alone on core 0; wrk (C) and the endpoints
+share core 1.
 Figures: inbox CPU per request, GET /inbox latency (p50, p95, p99), and the latency of the
 raw DynamoDB Query for the same page against the same endpoint, sampled in turn with
 GET /inbox (alone, and beside the counter read a page also makes).
 
-Run: python -m bench.inbox [--quick]
+Run: python -m bench.inbox [--quick] [--backend dynamodb-local|moto|dynalite|all]
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
+from bench import backends
+from bench.backends import Backend
 from bench.common import (
     LOAD_CPU,
     SERVER_CPU,
+    KeptAlive,
     cpu_seconds,
     create_key_for,
     pinned,
@@ -47,7 +49,8 @@ from shared.keys.admin import new_account_id
 from shared.local import processes
 from shared.ops.resources import ensure_resources, table_specs
 from shared.settings import Settings, settings_from_env
-from shared.storage.layout import INBOX_INDEX, counter_id, counter_key, inbox_pk
+from shared.storage.counters import counter_key
+from shared.storage.layout import INBOX_POS_INDEX, counter_id, inbox_pk
 from shared.web import serving
 from writer_worker.store import EventWriter, event_item
 
@@ -73,7 +76,7 @@ def _events(account: str, count: int) -> list[QueuedEvent]:
 
 
 async def _seed_with_writer(settings: Settings, count: int) -> str:
-    """moto: an account with ``count`` undelivered events, stored by the writer's own code."""
+    """An account with ``count`` undelivered events, stored by the writer's own code."""
     async with open_clients(settings) as clients:
         await ensure_resources(settings, clients)
         account = new_account_id()
@@ -85,17 +88,17 @@ async def _seed_with_writer(settings: Settings, count: int) -> str:
 
 
 async def _seed_directly(settings: Settings, count: int) -> str:
-    """dynalite (no transactions, no TTL API): the same items, written with BatchWriteItem."""
+    """dynalite (no transactions, no TTL API, no SQS): the same items, written with BatchWriteItem."""
     async with open_clients(settings) as clients:
         for spec in table_specs(settings):
             arguments = {k: v for k, v in spec.items() if k != "ttl"}
-            await clients.dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **arguments)
+            await clients.dynamodb.admin.create_table(BillingMode="PAY_PER_REQUEST", **arguments)
         await asyncio.sleep(1)  # dynalite makes tables ACTIVE after a moment
         account = new_account_id()
         events = _events(account, count)
         for start in range(0, count, 25):
             requests: Any = [{"PutRequest": {"Item": event_item(e)}} for e in events[start : start + 25]]
-            await clients.dynamodb.batch_write_item(RequestItems={settings.events_table: requests})
+            await clients.dynamodb.admin.batch_write_item(RequestItems={settings.events_table: requests})
         counts = Counter(e.event_type for e in events)
         totals = [(counter_id(account), count)] + [(counter_id(account, t), n) for t, n in counts.items()]
         for counter, n in totals:
@@ -120,23 +123,7 @@ class _Paired(msgspec.Struct):
     bare: list[float] = []  # GET of a page's worth of fixed bytes from a bare Litestar handler
     query: list[float] = []  # the page's Query from a bare client: the issue's yardstick
     reads: list[float] = []  # the Query beside the counter read, as a page makes them
-
-
-async def _http_get(url: str, key: str) -> tuple[Callable[[], Awaitable[None]], asyncio.StreamWriter]:
-    """A GET of ``url`` on one kept-alive connection, reading the whole answer."""
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    request = f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {key}\r\n\r\n"
-
-    async def get() -> None:
-        writer.write(request.encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"GET {url} answered {head[:40]!r}")
-        fields = dict(line.partition(b":")[::2] for line in head.lower().split(b"\r\n")[1:])
-        await reader.readexactly(int(fields[b"content-length"]))
-
-    return get, writer
+    reconnects: int = 0  # kept-alive connections the servers closed (each call retried once)
 
 
 async def _paired_ms(settings: Settings, account: str, urls: tuple[str, str], key: str, rounds: int) -> _Paired:
@@ -144,14 +131,14 @@ async def _paired_ms(settings: Settings, account: str, urls: tuple[str, str], ke
 
     Measured before and after separately, the page and its Query drifted apart with the
     machine (ratios of 1.3 to 1.9 for one build); taken in turn, they do not."""
-    page, page_connection = await _http_get(urls[0], key)
-    bare, bare_connection = await _http_get(urls[1], key)
+    auth = {"Authorization": f"Bearer {key}"}
+    page, bare = KeptAlive(urls[0], auth), KeptAlive(urls[1], auth)
     samples = _Paired()
     async with open_clients(settings) as clients:
         query = functools.partial(
             clients.dynamodb.query,
             TableName=settings.events_table,
-            IndexName=INBOX_INDEX,
+            IndexName=INBOX_POS_INDEX,
             KeyConditionExpression="inbox_pk = :pk",
             ExpressionAttributeValues={":pk": {"S": inbox_pk(account)}},
             ProjectionExpression=PAGE_PROJECTION,
@@ -166,45 +153,34 @@ async def _paired_ms(settings: Settings, account: str, urls: tuple[str, str], ke
             ConsistentRead=True,
         )
 
-        async def reads() -> None:
+        async def reads() -> bool:
             await asyncio.gather(query(), count())
+            return False
 
-        kinds: list[tuple[Callable[[], Awaitable[Any]], list[float]]] = [
-            (page, samples.page),
-            (bare, samples.bare),
-            (query, samples.query),
+        async def raw_query() -> bool:
+            await query()
+            return False
+
+        kinds: list[tuple[Callable[[], Awaitable[bool]], list[float]]] = [
+            (page.get_checked, samples.page),
+            (bare.get_checked, samples.bare),
+            (raw_query, samples.query),
             (reads, samples.reads),
         ]
         for _ in range(rounds):
             for call, into in kinds:
                 for _ in range(PAIRED_RUN):
                     started = time.perf_counter()
-                    await call()
-                    into.append((time.perf_counter() - started) * 1000)
-    page_connection.close()
-    bare_connection.close()
+                    redone = await call()
+                    if not redone:  # a call made again on a new connection times the reconnect too
+                        into.append((time.perf_counter() - started) * 1000)
+    page.close()
+    bare.close()
+    samples.reconnects = page.reconnects + bare.reconnects
     return samples
 
 
-def _endpoint(backend: str) -> tuple[Any, str]:
-    """Start the DynamoDB endpoint on the load core: moto (our local_aws) or dynalite."""
-    port = processes.free_port()
-    if backend == "moto":
-        command = [sys.executable, "-m", "shared.local.endpoint", "-H", "127.0.0.1", "-p", str(port)]
-    else:
-        command = [str(_dynalite()), "--port", str(port)]
-    process = processes.spawn(pinned(LOAD_CPU, command), quiet=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    processes.wait_http(f"{endpoint}/", 30, process)
-    return process, endpoint
-
-
-def _dynalite() -> Path:
-    """dynalite from the npm registry, installed beside the benchmarks on first use."""
-    return processes.npm_installed("dynalite@3", Path(__file__).resolve().parent / ".node", ".bin/dynalite")
-
-
-def _rounds(backend: str, quick: bool) -> int:
+def _rounds(backend: Backend, quick: bool) -> int:
     """Runs of each kind to sample in turn: moto takes ~300 ms per Query of this account."""
     if backend == "moto":
         return 1 if quick else 2
@@ -220,21 +196,25 @@ def _serve(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], 
     return server, url
 
 
-def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
+def measure(backend: Backend, quick: bool, events: int) -> dict[str, Any]:
+    with backends.running(backend, LOAD_CPU) as endpoints:
+        return _measure(endpoints, quick, events)
+
+
+def _measure(endpoints: backends.Endpoints, quick: bool, events: int) -> dict[str, Any]:
     seconds = 3 if quick else 5
-    endpoint_process, endpoint = _endpoint(backend)
+    backend = endpoints.backend
     env = {
-        "TRIGGERS_DYNAMODB_ENDPOINT_URL": endpoint,
-        # The inbox never calls SQS; moto's seeding creates the queues too.
-        "TRIGGERS_SQS_ENDPOINT_URL": endpoint if backend == "moto" else "http://127.0.0.1:9",
+        **endpoints.env,
         "TRIGGERS_RESOURCE_PREFIX": f"i{uuid.uuid4().hex[:8]}",
         "TRIGGERS_KEY_CACHE_TTL_S": "300",
         "TRIGGERS_LOG_LEVEL": "INFO",
+        "TRIGGERS_INBOX_REQUESTS_PER_MINUTE": "1000000000",  # the figure is a page's cost, not a 429's
     }
     settings = settings_from_env(env)
-    children = [endpoint_process]
+    children: list[subprocess.Popen[bytes]] = []
     try:
-        seed = _seed_with_writer if backend == "moto" else _seed_directly
+        seed = _seed_directly if backend == "dynalite" else _seed_with_writer
         account = asyncio.run(seed(settings, events))
         key = create_key_for(settings, account)
         inbox, url = _serve("inbox_api.app:create_app", env)
@@ -263,8 +243,12 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         finally:
             os.sched_setaffinity(0, affinity)
         memory = rss_mib(inbox.pid)
+        endpoint_memory = endpoints.rss_mib()
     finally:
         processes.stop(children)
+    failures = sum(p.non2xx + p.errors for p in pages) + loaded.non2xx + loaded.errors
+    if failures:  # a latency of refusals or errors is not a page's latency
+        raise RuntimeError(f"{failures} GET /inbox answers under wrk were not 200")
     raw = sorted(paired.query)
     raw_p50, paired_page_p50 = statistics.median(raw), statistics.median(paired.page)
     reads_p50, bare_p50 = statistics.median(paired.reads), statistics.median(paired.bare)
@@ -279,7 +263,7 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         "undelivered_events": events,
         "page_size": PAGE,
         "requests": sum(p.requests for p in pages),
-        "failures": sum(p.non2xx + p.errors for p in pages) + loaded.non2xx + loaded.errors,
+        "failures": failures,
         **{name: round(figure["median"], 3) for name, figure in spread.items()},
         "spread": spread,
         "inbox_cpu_ms_per_request_loaded": round(loaded_cpu_ms, 3),
@@ -294,6 +278,8 @@ def measure(backend: str, quick: bool, events: int) -> dict[str, Any]:
         "latency_ratio_floor": round((reads_p50 + bare_p50) / raw_p50, 2),
         "latency_ratio_p50": round(paired_page_p50 / raw_p50, 2),
         "rss_mib": memory,
+        "endpoint_rss_mib": endpoint_memory,
+        "reconnects": paired.reconnects,
     }
 
 
@@ -333,10 +319,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--events", type=int, default=10_000, help="undelivered events in the account")
-    parser.add_argument("--backend", choices=["moto", "dynalite", "both"], default="both")
+    parser.add_argument("--backend", choices=[*backends.INBOX, "all"], default="all")
     args = parser.parse_args()
-    backends = ["moto", "dynalite"] if args.backend == "both" else [args.backend]
-    results = {"runs": [measure(backend, args.quick, args.events) for backend in backends]}
+    chosen = backends.INBOX if args.backend == "all" else (args.backend,)
+    results = {"runs": [measure(backend, args.quick, args.events) for backend in chosen]}
     path = write_results("inbox", results, "")
     path.with_suffix(".md").write_text(markdown(json.loads(path.read_text())))
     print(path.with_suffix(".md").read_text())

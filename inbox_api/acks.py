@@ -14,23 +14,18 @@ from __future__ import annotations
 import enum
 import time
 from collections import Counter
-from typing import Any
 
-import msgspec
-from botocore.exceptions import ClientError
-from types_aiobotocore_dynamodb import DynamoDBClient
-
-from shared.aws.lean import call_decoded
-from shared.retry import ACK_RETRY, retry_pending
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
-from shared.storage.attributes import BoolValue, StringValue
 from shared.storage.counters import ShardChooser, counter_add
+from shared.storage.events import ACK_PROJECTION, AckItem, ack_read_answer, ack_update, ack_values, event_key
 from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
+from shared.storage.reads import batch_get
+from shared.storage.transactions import Role, TransactionCancelled, TxItem, retrying, transact
 
-# Conflicts and unprocessed keys are retried under shared.retry.ACK_RETRY; after a conflict
-# the account's counter writes spread over shards (shared.storage.counters).
-BATCH_GET_MAX_KEYS = 100  # keys one BatchGetItem may hold
-_US = 1_000_000
+# Unprocessed keys are read again (shared.storage.reads), conflicts retried under the
+# transactions' one policy (shared.storage.transactions); after a conflict the account's
+# counter writes spread over shards (shared.storage.counters).
 
 
 class AckOutcome(enum.Enum):
@@ -39,132 +34,87 @@ class AckOutcome(enum.Enum):
     NOT_FOUND = "not_found"
 
 
-class _AckItem(msgspec.Struct, frozen=True, gc=False):
-    event_id: StringValue
-    event_type: StringValue | None = None
-    delivered: BoolValue | None = None
-    alias_of: StringValue | None = None  # a duplicate's id, pointing at the event it duplicates
-
-
-class _BatchGetAnswer(msgspec.Struct, frozen=True):
-    Responses: dict[str, list[_AckItem]] = {}
-    UnprocessedKeys: dict[str, Any] = {}
-
-
-_batch_get_answer = msgspec.json.Decoder(_BatchGetAnswer, strict=False)
-_ACK_PROJECTION = ", ".join(_AckItem.__struct_fields__)
+# One item of an acknowledgement's transaction: the event it marks (None for counter updates).
+_Item = TxItem[AckItem | None]
 
 
 class Acknowledger:
-    def __init__(self, client: DynamoDBClient, settings: Settings) -> None:
+    def __init__(self, client: LeanDynamoDB, settings: Settings) -> None:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
         self._retention_s = settings.event_retention_s
         self._shards = ShardChooser(settings.counter_shards)
 
-    async def ack(self, account_id: str, event_ids: list[str]) -> dict[str, AckOutcome]:
-        """The outcome of each id; a duplicate's id acknowledges the event it duplicates."""
+    async def ack(self, account_id: str, event_ids: list[str], aliases_of: str | None = None) -> dict[str, AckOutcome]:
+        """The outcome of each id; a duplicate's id acknowledges the event it duplicates.
+
+        ``account_id`` is the partition (an account's, or a consumer's). Aliases live in the
+        account's own partition only: a consumer's passes its account as ``aliases_of``, where
+        the ids its partition lacks are looked up (one more read, only for those).
+        """
         found = await self._read(account_id, set(event_ids))
-        aliases = {i: item.alias_of.S for i, item in found.items() if item.alias_of is not None}
+        aliases = {i: original for i, item in found.items() if (original := item.original) is not None}
+        if aliases_of is not None and aliases_of != account_id and (missing := set(event_ids) - found.keys()):
+            theirs = await self._read(aliases_of, missing)
+            aliases |= {i: original for i, item in theirs.items() if (original := item.original) is not None}
         found |= await self._read(account_id, set(aliases.values()) - found.keys())
         target = {i: aliases.get(i, i) for i in event_ids if aliases.get(i, i) in found}
-        events = {found[t] for t in target.values() if found[t].alias_of is None}
-        outcomes = {e.event_id.S: AckOutcome.ALREADY_DELIVERED for e in events if _delivered(e)}
-        for group in _groups([e for e in events if not _delivered(e)]):
+        events = {found[t] for t in target.values() if found[t].original is None}
+        outcomes = {e.id: AckOutcome.ALREADY_DELIVERED for e in events if e.is_delivered}
+        for group in _groups([e for e in events if not e.is_delivered]):
             outcomes |= await self._mark(account_id, group)
         return {i: outcomes.get(target.get(i, ""), AckOutcome.NOT_FOUND) for i in event_ids}
 
-    async def _read(self, account_id: str, event_ids: set[str]) -> dict[str, _AckItem]:
-        found: dict[str, _AckItem] = {}
-        ids = sorted(event_ids)
-        for start in range(0, len(ids), BATCH_GET_MAX_KEYS):
-            keys = [
-                {"account_id": {"S": account_id}, "event_id": {"S": i}} for i in ids[start : start + BATCH_GET_MAX_KEYS]
-            ]
-            request: Any = {
-                self._events: {"Keys": keys, "ConsistentRead": True, "ProjectionExpression": _ACK_PROJECTION}
-            }
+    async def _read(self, account_id: str, event_ids: set[str]) -> dict[str, AckItem]:
+        keys = [event_key(account_id, i) for i in sorted(event_ids)]
+        items = await batch_get(self._client, self._events, keys, ACK_PROJECTION, ack_read_answer)
+        return {item.id: item for item in items}
 
-            async def read(requests: list[Any]) -> list[Any]:
-                answer = await call_decoded(self._client, "batch_get_item", _batch_get_answer, RequestItems=requests[0])
-                found.update({item.event_id.S: item for item in answer.Responses.get(self._events, [])})
-                return [answer.UnprocessedKeys] if answer.UnprocessedKeys else []
-
-            if await retry_pending(ACK_RETRY, [request], read):
-                raise TimeoutError("event reads kept coming back unprocessed")
-        return found
-
-    async def _mark(self, account_id: str, group: list[_AckItem]) -> dict[str, AckOutcome]:
+    async def _mark(self, account_id: str, group: list[AckItem]) -> dict[str, AckOutcome]:
         """Mark a group delivered in one transaction, settling ids others acknowledged first."""
         outcomes: dict[str, AckOutcome] = {}
 
-        async def mark(pending: list[_AckItem]) -> list[_AckItem]:
+        async def mark(pending: list[AckItem]) -> list[AckItem]:
             try:
-                await self._client.transact_write_items(TransactItems=self._transaction(account_id, pending))
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    raise
-                reasons = exc.response.get("CancellationReasons", [])
-                # The transaction's first items are the group's updates, in its order.
-                taken = {i for i, r in enumerate(reasons[: len(pending)]) if r.get("Code") == "ConditionalCheckFailed"}
-                outcomes.update({pending[i].event_id.S: AckOutcome.ALREADY_DELIVERED for i in taken})
-                self._shards.cancelled(reasons, [account_id])
-                return [e for i, e in enumerate(pending) if i not in taken]
-            outcomes.update({e.event_id.S: AckOutcome.ACKNOWLEDGED for e in pending})
+                await transact(self._client, self._transaction(account_id, pending))
+            except TransactionCancelled as cancelled:
+                taken = {c.item.ref.id for c in cancelled.of(Role.ACK_UPDATE) if c.condition_failed and c.item.ref}
+                outcomes.update({i: AckOutcome.ALREADY_DELIVERED for i in taken})
+                self._shards.cancelled(cancelled.cancellations, [account_id])
+                return [e for e in pending if e.id not in taken]
+            outcomes.update({e.id: AckOutcome.ACKNOWLEDGED for e in pending})
             return []
 
-        if await retry_pending(ACK_RETRY, group, mark):
+        if await retrying(group, mark):
             raise TimeoutError("acknowledgement kept conflicting")
         return outcomes
 
-    def _transaction(self, account_id: str, group: list[_AckItem]) -> list[Any]:
-        now_us = time.time_ns() // 1000
-        values = {
-            ":t": {"BOOL": True},
-            ":f": {"BOOL": False},
-            ":now": {"N": str(now_us)},
-            ":exp": {"N": str(now_us // _US + self._retention_s)},
-        }
-        items: list[Any] = [
-            {
-                "Update": {
-                    "TableName": self._events,
-                    "Key": {"account_id": {"S": account_id}, "event_id": {"S": e.event_id.S}},
-                    # Removing the index keys drops the event from both inbox indexes.
-                    "UpdateExpression": "SET delivered = :t, delivered_at_us = :now, expires_at = :exp "
-                    "REMOVE inbox_pk, inbox_type_pk",
-                    "ConditionExpression": "delivered = :f",
-                    "ExpressionAttributeValues": values,
-                }
-            }
+    def _transaction(self, account_id: str, group: list[AckItem]) -> list[_Item]:
+        values = ack_values(time.time_ns() // 1000, self._retention_s)
+        items: list[_Item] = [
+            TxItem(Role.ACK_UPDATE, {"Update": ack_update(self._events, account_id, e.id, values)}, e, account_id)
             for e in group
         ]
         shard = self._shards.shard([account_id])
-        by_type = Counter(_type(e) for e in group)
+        by_type = Counter(e.type for e in group)
         decrements = [(counter_id(account_id), len(group))]
         decrements += [(counter_id(account_id, t), n) for t, n in by_type.items()]
-        items += [{"Update": counter_add(self._counters, counter, shard, -n)} for counter, n in decrements]
+        for counter, n in decrements:
+            update = counter_add(self._counters, counter, shard, -n)
+            items.append(TxItem(Role.COUNTER, {"Update": update}, None, account_id))
         return items
 
 
-def _delivered(item: _AckItem) -> bool:
-    return item.delivered is not None and item.delivered.BOOL
-
-
-def _type(item: _AckItem) -> str:
-    return item.event_type.S if item.event_type is not None else ""
-
-
-def _groups(events: list[_AckItem]) -> list[list[_AckItem]]:
+def _groups(events: list[AckItem]) -> list[list[AckItem]]:
     """Events in groups whose transaction (an update each, a decrement per counter) fits."""
-    groups: list[list[_AckItem]] = []
-    group: list[_AckItem] = []
+    groups: list[list[AckItem]] = []
+    group: list[AckItem] = []
     types: set[str] = set()
-    for event in sorted(events, key=lambda e: e.event_id.S):
-        if len(group) + 2 + len(types | {_type(event)}) > TRANSACTION_MAX_ITEMS:
+    for event in sorted(events, key=lambda e: e.id):
+        if len(group) + 2 + len(types | {event.type}) > TRANSACTION_MAX_ITEMS:
             groups.append(group)
             group, types = [], set()
         group.append(event)
-        types.add(_type(event))
+        types.add(event.type)
     return [*groups, group] if group else groups

@@ -1,4 +1,10 @@
-"""The inbox service: ``create_app()`` wires routes, errors, logging and AWS clients."""
+"""The inbox service: its routes, declared once (``INBOX_ROUTES``, the ``/consumers`` ones
+from inbox_api/consumers.py among them: router and OpenAPI document both come from them), and
+``create_app()``, which wires routes, errors, logging and AWS clients.
+
+Every inbox call takes ``consumer``: without it (or ``default``) the call reads and writes
+the account's own partition, as before consumers existed; with a name, the named consumer's
+partition (``inbox_api.consumers.partition_of``), through the very same code."""
 
 from __future__ import annotations
 
@@ -9,13 +15,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, delete, get, post
+from litestar import Litestar, Request
 from litestar.response.base import ASGIResponse
 
-from inbox_api import openapi
 from inbox_api.acks import Acknowledger, AckOutcome
+from inbox_api.consumers import CONSUMER_PARAMETER, CONSUMER_ROUTES, consumer_name, partition_of
 from inbox_api.cursor import CursorCodec, CursorState
-from inbox_api.schemas import AckIn, AckOut, EventOut, InboxPage, event_out
+from inbox_api.jobs import JobRunner
+from inbox_api.schemas import (
+    ACK_EXAMPLE,
+    ACK_OUT_EXAMPLE,
+    EVENT_EXAMPLE,
+    MAX_ACK_IDS,
+    PAGE_EXAMPLE,
+    AckIn,
+    AckOut,
+    EventOut,
+    InboxPage,
+    event_out,
+)
 from inbox_api.store import InboxStore
 from shared.aws.clients import AwsClients, open_clients
 from shared.contract.ids import is_event_id
@@ -25,21 +43,24 @@ from shared.keys.model import KeyRecord, Scope
 from shared.keys.store import DynamoKeyStore
 from shared.observability.logging import configure_logging
 from shared.settings import Settings, get_settings, inbox_cursor_secret
+from shared.storage.registry import ConsumerRegistry
 from shared.web.body import BodyDeadlines
 from shared.web.decoding import decode_json, require_json
 from shared.web.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
+    VERSION,
     client_address,
-    health_handlers,
+    health_routes,
     json_answer,
-    refuse_unknown_query,
     with_request_context,
     worker_startup,
 )
-from shared.web.openapi import openapi_handler
+from shared.web.openapi import build_openapi, document_routes
 from shared.web.ratelimit import RateLimiter
+from shared.web.routes import Content, Parameter, Refusal, Route, RouteGroup, route_handlers
 
+TITLE = "Triggers inbox API"
 _ack_decoder = msgspec.json.Decoder(AckIn)
 MAX_ACK_BODY_BYTES = 64 * 1024
 
@@ -52,6 +73,7 @@ class InboxContext:
     store: InboxStore
     acks: Acknowledger
     cursors: CursorCodec
+    registry: ConsumerRegistry
     events_table: str
     limiter: RateLimiter
     requests_per_minute: int
@@ -63,16 +85,32 @@ def _context(request: Request[Any, Any, Any]) -> InboxContext:
     return context
 
 
-_INBOX_QUERY = frozenset({"limit", "cursor", "event_type", "order"})
+def _query(name: str, schema: dict[str, Any], description: str) -> Parameter:
+    return Parameter(name, "query", schema, description)
 
 
-async def _account(request: Request[Any, Any, Any], query: frozenset[str] = frozenset()) -> KeyRecord:
-    """The caller's key (401/403/429 otherwise); then 400 for query parameters not in ``query``."""
+_PAGE_PARAMETERS = (
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
+    _query(
+        "cursor",
+        {"type": "string", "minLength": 1, "maxLength": 4096},
+        "next_cursor of the previous page, as given: opaque and signed. Any other string, a well-formed one"
+        " this service never issued or one issued for another filter or order included, is a 400"
+        " INVALID_CURSOR (start again without a cursor).",
+    ),
+    _query("event_type", {"type": "string", "minLength": 1, "maxLength": 255}, "Only this type."),
+    _query("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}, "Oldest or newest first."),
+    CONSUMER_PARAMETER,
+)
+_EVENT_ID = Parameter("event_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, required=True)
+
+
+async def _admit(request: Request[Any, Any, Any], scope: Scope) -> KeyRecord:
+    """The caller's key (401/403/429 otherwise): the inbox group's check (``INBOX_ROUTES``)."""
     context = _context(request)
     client = client_address(request.scope, context.proxy_hops)
-    key = await context.auth.authenticate(request.headers.get("authorization"), Scope.INBOX, client)
+    key = await context.auth.authenticate(request.headers.get("authorization"), scope, client)
     _take_token(request, context, key)
-    refuse_unknown_query(request.scope, query)
     return key
 
 
@@ -98,7 +136,7 @@ _ORDERS = ("asc", "desc")
 def _page_query(request: Request[Any, Any, Any]) -> _PageQuery:
     """GET /inbox's query, read after authentication: a caller without a key learns nothing
     from a 400, and a refused query still spends its token and carries the rate headers."""
-    values = {name: request.query_params.get(name) for name in _INBOX_QUERY}
+    values = {p.name: request.query_params.get(p.name) for p in _PAGE_PARAMETERS if p is not CONSUMER_PARAMETER}
     details: list[ErrorDetail] = []
     limit_text = "50" if values["limit"] is None else values["limit"]
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3 else 0
@@ -116,17 +154,17 @@ def _page_query(request: Request[Any, Any, Any]) -> _PageQuery:
     return _PageQuery(limit, values["cursor"], values["event_type"], order)
 
 
-@get("/inbox", tags=["inbox"], summary="Page through the account's undelivered events")
-async def get_inbox(request: Request[Any, Any, Any]) -> ASGIResponse:  # body: InboxPage
-    key = await _account(request, _INBOX_QUERY)
+async def get_inbox(request: Request[Any, Any, Any], key: KeyRecord) -> ASGIResponse:  # body: InboxPage
     context = _context(request)
     params = _page_query(request)
+    partition = await partition_of(request, key, consumer_name(request))
     limit, cursor, event_type, order = params.limit, params.cursor, params.event_type, params.order
-    query = CursorState(key.account_id, event_type, order, "")
+    # Bound to the partition: a consumer's cursor is refused for another, or a re-created name.
+    query = CursorState(partition, event_type, order, "")
     after = context.cursors.decode(cursor, query) if cursor is not None else None
-    counting = asyncio.ensure_future(context.store.count(key.account_id, event_type))  # beside the page
+    counting = asyncio.ensure_future(context.store.count(partition, event_type))  # beside the page
     try:
-        page = await context.store.page_from(key.account_id, event_type, order == "desc", limit, after)
+        page = await context.store.page_from(partition, event_type, order == "desc", limit, after)
     except BaseException:
         counting.cancel()
         raise
@@ -137,41 +175,105 @@ async def get_inbox(request: Request[Any, Any, Any]) -> ASGIResponse:  # body: I
     return json_answer(InboxPage([event_out(e) for e in page.events], next_cursor, page.has_more, total))
 
 
-@get("/events/{event_id:str}", tags=["inbox"], summary="One event of the account, delivered or not")
-async def get_event(request: Request[Any, Any, Any], event_id: str) -> EventOut:
-    key = await _account(request)
+async def get_event(request: Request[Any, Any, Any], key: KeyRecord, event_id: str) -> EventOut:
+    name = consumer_name(request)
     if not is_event_id(event_id):
         raise NotFound("No such event.")
-    return event_out(await _context(request).store.get(key.account_id, event_id))
+    partition = await partition_of(request, key, name)
+    return event_out(await _context(request).store.get(partition, event_id, key.account_id))
 
 
-@delete("/events/{event_id:str}", tags=["inbox"], summary="Acknowledge one event (idempotent)")
-async def ack_event(request: Request[Any, Any, Any], event_id: str) -> None:
-    key = await _account(request)
+async def ack_event(request: Request[Any, Any, Any], key: KeyRecord, event_id: str) -> None:
+    name = consumer_name(request)
     if not is_event_id(event_id):
         raise NotFound("No such event.")
-    outcomes = await _context(request).acks.ack(key.account_id, [event_id])
+    partition = await partition_of(request, key, name)
+    outcomes = await _context(request).acks.ack(partition, [event_id], key.account_id)
     if outcomes[event_id] is AckOutcome.NOT_FOUND:
         raise NotFound("No such event.")
 
 
-@post("/inbox/ack", status_code=200, tags=["inbox"], summary="Acknowledge up to 100 events")
-async def ack_many(request: Request[Any, Any, Any]) -> AckOut:
-    key = await _account(request)
+async def ack_many(request: Request[Any, Any, Any], key: KeyRecord) -> AckOut:
+    name = consumer_name(request)
     require_json(request.headers.get("content-type"))
     raw = await _context(request).bodies.read(
         request.receive, request.headers.get("content-length"), MAX_ACK_BODY_BYTES
     )
     body = decode_json(_ack_decoder, raw)
     ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
-    outcomes = await _context(request).acks.ack(key.account_id, [i for i in ids if is_event_id(i)])
+    partition = await partition_of(request, key, name)
+    outcomes = await _context(request).acks.ack(partition, [i for i in ids if is_event_id(i)], key.account_id)
     found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
     return AckOut(acknowledged=[i for i in ids if i in found], not_found=[i for i in ids if i not in found])
 
 
+# Every route of the group needs a key with the inbox scope and costs one token.
+INBOX_ROUTES = RouteGroup(
+    "inbox",
+    (
+        Route(
+            "get",
+            "/inbox",
+            "Page through the account's undelivered events",
+            get_inbox,
+            200,
+            answer=Content(InboxPage, PAGE_EXAMPLE),
+            parameters=_PAGE_PARAMETERS,
+            errors=(400, 404, 429, 503),
+            refusals=(
+                Refusal("INVALID_CURSOR", "cursor", "The cursor is not one this service issued for this query."),
+            ),
+        ),
+        Route(
+            "get",
+            "/events/{event_id}",
+            "One event of the account, delivered or not",
+            get_event,
+            200,
+            answer=Content(EventOut, EVENT_EXAMPLE),
+            parameters=(_EVENT_ID, CONSUMER_PARAMETER),
+            errors=(404, 429, 503),
+        ),
+        Route(
+            "delete",
+            "/events/{event_id}",
+            "Acknowledge one event (204 also when already delivered)",
+            ack_event,
+            204,
+            parameters=(_EVENT_ID, CONSUMER_PARAMETER),
+            errors=(404, 429, 503),
+        ),
+        Route(
+            "post",
+            "/inbox/ack",
+            f"Acknowledge 1 to {MAX_ACK_IDS} events",
+            ack_many,
+            200,
+            answer=Content(AckOut, ACK_OUT_EXAMPLE),
+            body=Content(AckIn, ACK_EXAMPLE),
+            parameters=(CONSUMER_PARAMETER,),
+            errors=(400, 404, 413, 415, 429, 503),
+        ),
+        *CONSUMER_ROUTES,  # the account's consumers: the same key scope, a token each
+    ),
+    scope=Scope.INBOX,
+    admit=_admit,
+)
+
+
+def document() -> bytes:
+    """The OpenAPI document of the public listener's routes (GET /schema/openapi.json)."""
+    return build_openapi(TITLE, VERSION, [INBOX_ROUTES, health_routes()])
+
+
+def route_groups() -> list[RouteGroup]:
+    """Every route the public listener serves, by group: the document's own included."""
+    return [INBOX_ROUTES, health_routes(), document_routes(document())]
+
+
 async def _ready(app: Litestar) -> None:
     context: InboxContext = app.state.inbox
-    await context.clients.dynamodb.describe_table(TableName=context.events_table)
+    await context.clients.dynamodb.admin.describe_table(TableName=context.events_table)
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -187,14 +289,19 @@ def _lifespan(settings: Settings) -> Any:
                 store=InboxStore(clients.dynamodb, settings),
                 acks=Acknowledger(clients.dynamodb, settings),
                 cursors=CursorCodec(inbox_cursor_secret(settings)),
+                registry=ConsumerRegistry(clients.dynamodb, settings),
                 events_table=settings.events_table,
                 limiter=RateLimiter(share=1 / settings.inbox_instances),
                 requests_per_minute=settings.inbox_requests_per_minute,
                 bodies=bodies,
             )
+            # Consumers' backfills and clean-ups: every inbox process takes its share.
+            jobs = JobRunner(clients.dynamodb, settings)
+            await jobs.start()
             try:
                 yield
             finally:
+                await jobs.close()
                 await bodies.close()
 
     return lifespan
@@ -205,19 +312,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     inbox_cursor_secret(settings)  # refuse to start without one outside local use
     configure_logging(settings.log_level, json=settings.log_json)
     app = Litestar(
-        route_handlers=[
-            get_inbox,
-            get_event,
-            ack_event,
-            ack_many,
-            *health_handlers(_ready),
-            openapi_handler(openapi.document()),
-        ],
+        route_handlers=route_handlers(route_groups()),
         lifespan=[_lifespan(settings)],
         on_startup=[worker_startup],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_ACK_BODY_BYTES,
-        openapi_config=None,  # the document is written out: shared/web/openapi.py
+        openapi_config=None,  # the document is built from the route declarations: shared/web/openapi.py
         logging_config=None,  # shared.observability.logging owns logging: one JSON renderer for everything
     )
-    return with_request_context(app)
+    return with_request_context(app, _ready)

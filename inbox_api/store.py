@@ -1,4 +1,5 @@
-"""Reads of the inbox, on the data model of ``shared.storage.layout``.
+"""Reads of the inbox: the event items of ``shared.storage.events``, the counters of
+``shared.storage.counters``.
 
 No request path scans: a page is one Query on a sparse index per inbox shard (a few more when
 DynamoDB's 1 MB per answer cuts them short, at most ``S + PAGE_EXTRA_QUERIES`` in all), a
@@ -16,21 +17,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import msgspec
-from types_aiobotocore_dynamodb import DynamoDBClient
-
-from shared.aws.lean import call_decoded
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.errors import NotFound
 from shared.settings import Settings
-from shared.storage.attributes import BoolValue, NumberValue, StringValue
-from shared.storage.layout import (
-    INBOX_BY_TYPE_POS_INDEX,
-    INBOX_POS_INDEX,
-    POSITION_STAMP_DIGITS,
-    counter_id,
-    inbox_pk,
-    inbox_type_pk,
+from shared.storage.counters import count_answer, count_query
+from shared.storage.events import (
+    BELOW,
+    BETWEEN,
+    PAGE_PROJECTION,
+    SETTLED,
+    PageItem,
+    StoredEvent,
+    alias_target,
+    event_key,
+    key_position,
+    page_answer,
+    page_partitions,
+    page_query,
+    stored_event,
 )
+from shared.storage.layout import POSITION_STAMP_DIGITS, counter_id
+
+__all__ = ["PAGE_EXTRA_QUERIES", "PAGE_PROJECTION", "InboxStore", "Page", "StoredEvent"]  # PAGE_PROJECTION: bench
 
 # Queries one page may make beyond its first one per shard, following answers that DynamoDB
 # cut at 1 MB (or a shard that holds more than its share). So a page reads at most
@@ -44,65 +52,7 @@ _SUCCESSOR = " "
 _ABOVE = "~"
 
 
-class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
-    event_id: str
-    event_type: str
-    payload: msgspec.Raw
-    received_at_us: int
-    delivered: bool
-    delivered_at_us: int | None
-    position: str | None = None  # its inbox position while undelivered (0.2 items: none until migrated)
-
-
-# The items and answers the hot reads get back, typed so msgspec decodes them straight from
-# the wire. Attributes not named here (index keys, request_id, expires_at) are skipped.
-class _EventItem(msgspec.Struct, frozen=True, gc=False):
-    event_id: StringValue
-    event_type: StringValue
-    payload: StringValue
-    received_at_us: NumberValue
-    delivered: BoolValue | None = None
-    delivered_at_us: NumberValue | None = None
-    inbox_pos: StringValue | None = None
-
-    def event(self) -> StoredEvent:
-        return StoredEvent(
-            self.event_id.S,
-            self.event_type.S,
-            msgspec.Raw(self.payload.S.encode()),
-            self.received_at_us.N,
-            self.delivered is not None and self.delivered.BOOL,
-            self.delivered_at_us.N if self.delivered_at_us is not None else None,
-            self.inbox_pos.S if self.inbox_pos is not None else None,
-        )
-
-    @property
-    def pos(self) -> str:
-        return self.inbox_pos.S if self.inbox_pos is not None else ""
-
-
-class _QueryAnswer(msgspec.Struct, frozen=True):
-    Items: list[_EventItem] = []
-    LastEvaluatedKey: dict[str, Any] | None = None
-
-
-class _CounterItem(msgspec.Struct, frozen=True, gc=False):
-    n: NumberValue | None = None
-
-
-class _CounterAnswer(msgspec.Struct, frozen=True):
-    Items: list[_CounterItem] = []
-    LastEvaluatedKey: dict[str, Any] | None = None
-
-
-_query_answer = msgspec.json.Decoder(_QueryAnswer, strict=False)
-_counter_answer = msgspec.json.Decoder(_CounterAnswer, strict=False)
-# What a page reads of each item: the index keys, account and request id stay behind (a
-# sixth less to send and parse).
-PAGE_PROJECTION = ", ".join(_EventItem.__struct_fields__)
-
-
-def _pos(item: _EventItem) -> str:
+def _pos(item: PageItem) -> str:
     return item.pos
 
 
@@ -117,7 +67,7 @@ class _Shard:
     """What a page has read of one inbox shard, up to where DynamoDB stopped answering."""
 
     values: dict[str, Any]
-    items: list[_EventItem] = field(default_factory=list)
+    items: list[PageItem] = field(default_factory=list)
     start: dict[str, Any] | None = None  # LastEvaluatedKey: the shard holds more past it
     done: bool = False
 
@@ -125,15 +75,10 @@ class _Shard:
     def cut(self) -> str:
         """The position this shard was read up to; nothing unread of it comes before."""
         assert self.start is not None
-        return str(self.start["inbox_pos"]["S"])
+        return key_position(self.start)
 
 
-def _from_item(item: dict[str, Any]) -> StoredEvent:
-    """An item as aiobotocore's generic answers hold it, read like the typed answers."""
-    return msgspec.convert(item, _EventItem, strict=False).event()
-
-
-def _merge(shards: list[_Shard], frontier: str | None, descending: bool) -> list[_EventItem]:
+def _merge(shards: list[_Shard], frontier: str | None, descending: bool) -> list[PageItem]:
     """The shards' items in page order, up to ``frontier`` (all of them if None)."""
     merged = heapq.merge(*(s.items for s in shards), key=_pos, reverse=descending)
     if frontier is None:
@@ -146,7 +91,7 @@ def wall_clock_us() -> int:
 
 
 class InboxStore:
-    def __init__(self, client: DynamoDBClient, settings: Settings, clock_us: Callable[[], int] = wall_clock_us) -> None:
+    def __init__(self, client: LeanDynamoDB, settings: Settings, clock_us: Callable[[], int] = wall_clock_us) -> None:
         self._client = client
         self._events = settings.events_table
         self._counters = settings.counters_table
@@ -170,29 +115,19 @@ class InboxStore:
         committed later gets a later position, so it is never behind a cursor handed out
         before (docs/architecture.md, "Inbox: paging and counts").
         """
-        if event_type is None:
-            index, key_name, keys = INBOX_POS_INDEX, "inbox_pk", [inbox_pk(account_id, s) for s in self._shard_ids]
-        else:
-            index, key_name = INBOX_BY_TYPE_POS_INDEX, "inbox_type_pk"
-            keys = [inbox_type_pk(account_id, event_type, s) for s in self._shard_ids]
         settled = f"{self._clock_us() - self._settle_us:0{POSITION_STAMP_DIGITS}d}{_ABOVE}"
         values: dict[str, Any] = {":settled": {"S": settled}}
         if after is None:
-            condition = "inbox_pos <= :settled"
+            positions = SETTLED
         elif descending:  # below a position handed out: settled already, whatever this clock says
-            condition, values = "inbox_pos < :after", {":after": {"S": after}}
+            positions, values = BELOW, {":after": {"S": after}}
         elif after + _SUCCESSOR <= settled:
-            condition = "inbox_pos BETWEEN :after AND :settled"
+            positions = BETWEEN
             values[":after"] = {"S": after + _SUCCESSOR}
         else:  # this instance's clock is behind the one that made the cursor: nothing settled yet
             return Page([], True, after)
-        query = {
-            "TableName": self._events,
-            "IndexName": index,
-            "KeyConditionExpression": f"{key_name} = :pk AND {condition}",
-            "ScanIndexForward": not descending,
-            "ProjectionExpression": PAGE_PROJECTION,
-        }
+        query = page_query(self._events, event_type, descending, positions)
+        keys = page_partitions(account_id, event_type, self._shard_ids)
         shards = [_Shard({**values, ":pk": {"S": key}}) for key in keys]
         items, has_more = await self._read(query, shards, limit + 1, descending)
         events = [i.event() for i in items[:limit]]
@@ -201,7 +136,7 @@ class InboxStore:
 
     async def _read(
         self, query: dict[str, Any], shards: list[_Shard], need: int, descending: bool
-    ) -> tuple[list[_EventItem], bool]:
+    ) -> tuple[list[PageItem], bool]:
         """The first ``need`` items of the merged shards, or fewer, and whether any shard has more.
 
         A shard whose answer was cut (by ``Limit`` or by DynamoDB's 1 MB) is known only up to
@@ -235,7 +170,7 @@ class InboxStore:
         params = {**query, "Limit": limit, "ExpressionAttributeValues": shard.values}
         if shard.start is not None:
             params["ExclusiveStartKey"] = shard.start
-        answer = await call_decoded(self._client, "query", _query_answer, **params)
+        answer = await self._client.query_decoded(page_answer, **params)
         shard.items += answer.Items
         shard.start = answer.LastEvaluatedKey
         shard.done = answer.LastEvaluatedKey is None
@@ -243,33 +178,31 @@ class InboxStore:
     async def count(self, account_id: str, event_type: str | None) -> int:
         """Exact undelivered count: the sum of the counter's shards, read consistently."""
         total = 0
-        params: dict[str, Any] = {
-            "TableName": self._counters,
-            "KeyConditionExpression": "counter_id = :c",
-            "ExpressionAttributeValues": {":c": {"S": counter_id(account_id, event_type)}},
-            "ProjectionExpression": "n",
-            "ConsistentRead": True,
-        }
+        params = count_query(self._counters, counter_id(account_id, event_type))
         while True:  # a counter has at most TRIGGERS_COUNTER_SHARDS small items: one answer
-            response = await call_decoded(self._client, "query", _counter_answer, **params)
-            total += sum(i.n.N for i in response.Items if i.n is not None)
+            response = await self._client.query_decoded(count_answer, **params)
+            total += response.total()
             if response.LastEvaluatedKey is None:
                 return total
             params["ExclusiveStartKey"] = response.LastEvaluatedKey
 
-    async def get(self, account_id: str, event_id: str) -> StoredEvent:
-        """One event of the account; a duplicate's id resolves to the original."""
+    async def get(self, account_id: str, event_id: str, aliases_of: str | None = None) -> StoredEvent:
+        """One event of the account (or of a consumer's partition); a duplicate's id resolves
+        to the original. Aliases live in the account's own partition only: a consumer's
+        partition passes its account as ``aliases_of``, where an id it lacks is looked up."""
         item = await self._get_item(account_id, event_id)
-        if item is not None and "alias_of" in item:
-            item = await self._get_item(account_id, item["alias_of"]["S"])
+        if item is None and aliases_of is not None and aliases_of != account_id:
+            item = await self._get_item(aliases_of, event_id)
+            if item is None or alias_target(item) is None:  # not a duplicate's id: none of its events
+                raise NotFound("No such event.")
+        if item is not None and (original := alias_target(item)) is not None:
+            item = await self._get_item(account_id, original)
         if item is None:
             raise NotFound("No such event.")
-        return _from_item(item)
+        return stored_event(item)
 
     async def _get_item(self, account_id: str, event_id: str) -> dict[str, Any] | None:
         response = await self._client.get_item(
-            TableName=self._events,
-            Key={"account_id": {"S": account_id}, "event_id": {"S": event_id}},
-            ConsistentRead=True,
+            TableName=self._events, Key=event_key(account_id, event_id), ConsistentRead=True
         )
         return response.get("Item")

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from types_aiobotocore_sqs import SQSClient
 
-from shared.contract.envelope import MESSAGE_FRAME_BYTES, MESSAGE_HEAD, MESSAGE_TAIL, frame
+from shared.aws.sqs import SQS_BATCH_ENTRIES, LeanSqs
+from shared.contract.envelope import MESSAGE_FRAME_BYTES, frame
 from shared.observability.metrics import SQS_SEND_EVENTS, SQS_SEND_SECONDS
 
 log = structlog.get_logger()
 
-SQS_BATCH_ENTRIES = 10  # SendMessageBatch limit
 SQS_MAX_REQUEST_BYTES = 1024 * 1024  # limit of one message and of one SendMessageBatch call
 # Room left for SQS's own accounting of attributes and entry ids.
 SQS_ACCOUNTING_ROOM = 16 * 1024
@@ -59,14 +58,14 @@ class _Submission:
 
 @dataclass(slots=True)
 class _Message:
-    body: bytearray
+    body: bytes  # the framed events (shared.contract.envelope.frame)
     owners: list[tuple[_Submission, int]]  # (submission, index of its event)
 
 
 class SqsBatcher:
     def __init__(
         self,
-        sqs: SQSClient,
+        sqs: LeanSqs,
         queue_url: str,
         *,
         linger_s: float = 0.002,
@@ -246,29 +245,22 @@ def _by_submission(message: _Message) -> list[_Message]:
 
 
 def _envelope(owners: list[tuple[_Submission, int]]) -> _Message:
-    return _Message(bytearray(frame([submission.events[index] for submission, index in owners])), owners)
+    return _Message(frame([submission.events[index] for submission, index in owners]), owners)
 
 
 def _pack(batch: list[_Submission], budget: int) -> list[_Message]:
     """Pack events into as few messages as fit, in arrival order."""
-    messages: list[_Message] = []
-    current: _Message | None = None
+    groups: list[list[tuple[_Submission, int]]] = []
+    size = budget  # of the framed events of the last group: none yet, so the first starts one
     for submission in batch:
         submission.unsent = len(submission.events)
         for index, event in enumerate(submission.events):
-            separator = 1 if current is not None and current.owners else 0
-            if current is None or len(current.body) + separator + len(event) + MESSAGE_FRAME_BYTES > budget:
-                current = _Message(bytearray(), [])
-                messages.append(current)
-                separator = 0
-            if separator:
-                current.body += b","
-            current.body += event
-            current.owners.append((submission, index))
-    for message in messages:
-        message.body[:0] = MESSAGE_HEAD
-        message.body += MESSAGE_TAIL
-    return messages
+            if size + 1 + len(event) > budget:  # 1: the comma before it
+                groups.append([])
+                size = MESSAGE_FRAME_BYTES - 1  # no comma before a group's first event
+            size += 1 + len(event)
+            groups[-1].append((submission, index))
+    return [_envelope(owners) for owners in groups]
 
 
 def _plan_calls(messages: list[_Message], budget: int) -> list[list[_Message]]:

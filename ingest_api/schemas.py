@@ -64,3 +64,14 @@ class BatchItem(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class BatchResult(msgspec.Struct, frozen=True):
     results: list[BatchItem]
+
+
+# Examples of each body, for the OpenAPI document (the route declarations in ingest_api/app.py).
+ACCEPTED_EXAMPLE = {
+    "event_id": "01M8JTAJRHMRRAVC3GCG0R0A61",
+    "status": "accepted",
+    "received_at": "2026-11-29T04:51:59.377757Z",
+}
+EVENT_EXAMPLE = {"event_type": "order.created", "payload": {"order_id": 42}, "idempotency_key": "order-42"}
+BATCH_EXAMPLE = {"events": [EVENT_EXAMPLE, {"event_type": "order.paid", "payload": {"order_id": 42}}]}
+BATCH_ACCEPTED_EXAMPLE = {"results": [{"event_id": ACCEPTED_EXAMPLE["event_id"], "status": "accepted"}]}

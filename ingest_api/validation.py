@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from shared.contract.envelope import collector_paused, without_strings
+from shared.contract.envelope import collector_paused, encode_json, without_strings
 from shared.errors import ErrorDetail
 
 MAX_DEPTH = 128
@@ -158,13 +158,12 @@ def _surely_fine(raw: bytes) -> bool:
             value = _fast_checker.decode(raw)
         except ValueError:
             return False
-        return raw.count(b":") == _encoder.encode(value).count(b":")
+        return raw.count(b":") == encode_json(value).count(b":")
 
 
 # Floats stay text (``str`` is a C call, no Python frame): their values do not matter here,
 # and msgspec's own parsing of a float near a double's largest costs about 8 µs each.
 _fast_checker: msgspec.json.Decoder[Any] = msgspec.json.Decoder(float_hook=str)
-_encoder = msgspec.json.Encoder()
 _OPEN_CLOSE = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")  # +1 and -1 as signed bytes
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
@@ -185,18 +184,14 @@ def too_deep(bare: bytes, limit: int = MAX_DEPTH) -> bool:
 
 
 class _Members(list[tuple[str, Any]]):
-    """An object's members in document order, duplicates included."""
+    """An object's members in document order, duplicates included (the scanner's pairs hook)."""
 
 
 class _Number(str):
     """A number's text."""
 
 
-def _members(pairs: list[tuple[str, Any]]) -> _Members:
-    return _Members(pairs)
-
-
-_locator = json.JSONDecoder(object_pairs_hook=_members, parse_float=_Number, parse_int=_Number)
+_locator = json.JSONDecoder(object_pairs_hook=_Members, parse_float=_Number, parse_int=_Number)
 _INVALID_BYTE = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of an invalid byte
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 

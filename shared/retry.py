@@ -38,14 +38,14 @@ class BackoffPolicy:
 
 
 # Transactions cancelled by a conflict (two writers touching one counter shard, or one
-# acknowledgement racing another): retried a few times within one batch; what still
-# conflicts is left for the message's next delivery.
+# acknowledgement racing another): the one policy of every transaction
+# (shared.storage.transactions: the writer's groups and aliases, acknowledgements). What still
+# conflicts is left for the message's next delivery, or answers 503 and the client retries.
 CONFLICT_RETRY = BackoffPolicy("conflict", base_s=0.02, cap_s=1.0, attempts=6)
 
-# Acknowledgements: a transaction cancelled by a concurrent one (another acknowledgement, a
-# writer on the same counter shard), or keys a BatchGetItem left unprocessed, are tried again
-# within the request; what still fails answers 503 and the client retries.
-ACK_RETRY = BackoffPolicy("ack_retry", base_s=0.01, cap_s=0.5, attempts=5)
+# Keys a BatchGetItem left unprocessed (acknowledgements, DLQ replay) are read again within
+# the request (shared.storage.reads); what still fails answers 503 and the client retries.
+BATCH_READ_RETRY = BackoffPolicy("batch_read", base_s=0.01, cap_s=0.5, attempts=5)
 
 # While DynamoDB is unreachable or throttling, the writer probes it with one cheap call
 # after each pause of this policy, until it answers (writer_worker/worker.py).

@@ -200,6 +200,47 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 1
 
+    # --- consumers (docs/architecture.md, "Consumers") -----------------------------------
+    consumers_per_account: Annotated[
+        int, msgspec.Meta(ge=1, le=1000, description="Most named consumers one account may have (`default` aside).")
+    ] = 20
+    consumer_view_s: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            le=60,
+            description=(
+                "Longest a writer uses its view of an account's consumers before reading it again: "
+                "a new consumer, a filter change or a deletion reaches every writer within this. "
+                "Same value on writers and inboxes."
+            ),
+        ),
+    ] = 2.0
+    consumer_margin_s: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0,
+            description=(
+                "Added to TRIGGERS_CONSUMER_VIEW_S before a new consumer's backfill (or a deleted "
+                "one's clean-up) starts: the longest a writer's commit may take, plus clock "
+                "differences between hosts."
+            ),
+        ),
+    ] = 30.0
+    backfill_events_per_s: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1,
+            description=(
+                "Events per second one consumer job (backfill, clean-up) handles, per inbox "
+                "process running it: it never takes an account's partitions from its writers."
+            ),
+        ),
+    ] = 2000
+    job_poll_s: Annotated[
+        float, msgspec.Meta(gt=0, description="How often each inbox process looks for a consumer job to run.")
+    ] = 2.0
+
     # --- HTTP and logging ------------------------------------------------------------------
     host: Annotated[str, _doc("Address the HTTP services bind to.")] = "127.0.0.1"
     ingest_port: Annotated[int, _doc("Port of the ingest API.")] = 8000
@@ -248,6 +289,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # "-counts", not "-counters": the key schema changed (a sort key per shard), which a
         # table cannot do in place. `triggers migrate-counters` carries the old table over.
         return f"{self.resource_prefix}-counts"
+
+    @property
+    def consumers_table(self) -> str:
+        return f"{self.resource_prefix}-consumers"
 
     @property
     def legacy_counters_table(self) -> str:

@@ -1,5 +1,6 @@
 """Fault injection for end-to-end tests: a link to an AWS endpoint that a test can cut or
-make throttle, and a producer that streams numbered events through the faults.
+make throttle, a producer that streams numbered events through the faults, and readers of
+what the inbox then holds (the account's own inbox, or a named consumer's).
 
 ``FaultyLink`` is a TCP proxy in a thread of its own. The services under test reach moto
 through it (``TRIGGERS_SQS_ENDPOINT_URL`` / ``TRIGGERS_DYNAMODB_ENDPOINT_URL``), so a test
@@ -17,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -142,6 +143,7 @@ class Producer:
         self.edges = edges  # tests replace entries while it runs (restarted edges)
         self._headers = {"Authorization": f"Bearer {key}"}
         self._run = run
+        self.event_type = f"fault.{run}"
         self._interval = 1 / per_second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"producer-{run}", daemon=True)
@@ -184,7 +186,7 @@ class Producer:
     def _send(self, client: httpx.Client, seq: int) -> None:
         self.report.attempts += 1
         edge = self.edges[seq % len(self.edges)]
-        event = {"event_type": f"fault.{self._run}", "payload": {"seq": seq, "pad": "x" * 200}}
+        event = {"event_type": self.event_type, "payload": {"seq": seq, "pad": "x" * 200}}
         headers = {**self._headers, "Idempotency-Key": f"{self._run}-{seq}"}
         try:
             response = client.post(f"{edge}/events", json=event, headers=headers)
@@ -201,13 +203,28 @@ class Producer:
             self._retry.append(seq)
 
 
-def read_inbox(client: httpx.Client, inbox: str, key: str, event_type: str) -> tuple[list[int], int]:
-    """Every undelivered event of ``event_type`` (their ``seq``), paged, and the total the inbox reports."""
-    seqs: list[int] = []
+def read_inbox(
+    client: httpx.Client, inbox: str, key: str, event_type: str, consumer: str | None = None
+) -> tuple[list[int], int]:
+    """Every undelivered event of ``event_type`` (their ``seq``), paged, and the total the inbox
+    reports; of the account's own inbox, or of a named ``consumer``."""
+    events, total = read_events(client, inbox, key, event_type, consumer)
+    return [event["payload"]["seq"] for event in events], total
+
+
+def read_events(
+    client: httpx.Client, inbox: str, key: str, event_type: str | None = None, consumer: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """Every undelivered event (of ``event_type``, or all), as the inbox pages them, and the total it reports."""
+    events: list[dict[str, Any]] = []
     cursor: str | None = None
     total = -1
     while True:
-        params: dict[str, str | int] = {"limit": 200, "event_type": event_type}
+        params: dict[str, str | int] = {"limit": 200}
+        if event_type is not None:
+            params["event_type"] = event_type
+        if consumer is not None:
+            params["consumer"] = consumer
         if cursor:
             params["cursor"] = cursor
         page = client.get(f"{inbox}/inbox", params=params, headers={"Authorization": f"Bearer {key}"})
@@ -215,10 +232,43 @@ def read_inbox(client: httpx.Client, inbox: str, key: str, event_type: str) -> t
         body = page.json()
         if total < 0:
             total = body["total_undelivered"]
-        seqs += [event["payload"]["seq"] for event in body["events"]]
+        events += body["events"]
         if not body["has_more"]:
-            return seqs, total
+            return events, total
         cursor = body["next_cursor"]
+
+
+def create_consumer(client: httpx.Client, inbox: str, key: str, name: str, **body: Any) -> dict[str, Any]:
+    """A named consumer of the key's account (``POST /consumers``), as the inbox describes it."""
+    answer = client.post(f"{inbox}/consumers", json={"name": name, **body}, headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 201, answer.text
+    created: dict[str, Any] = answer.json()
+    return created
+
+
+def consumer_of(client: httpx.Client, inbox: str, key: str, name: str) -> dict[str, Any]:
+    """``GET /consumers/{name}``: its count and its backfill's progress."""
+    answer = client.get(f"{inbox}/consumers/{name}", headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+ACK_MAX_IDS = 100  # POST /inbox/ack takes this many ids at most
+
+
+def acknowledge(client: httpx.Client, inbox: str, key: str, event_ids: list[str], consumer: str) -> None:
+    """Acknowledge every id for ``consumer``; each must be found."""
+    for start in range(0, len(event_ids), ACK_MAX_IDS):
+        chunk = event_ids[start : start + ACK_MAX_IDS]
+        answer = client.post(
+            f"{inbox}/inbox/ack",
+            params={"consumer": consumer},
+            json={"event_ids": chunk},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"acknowledged": chunk, "not_found": []}
 
 
 @dataclass(frozen=True)

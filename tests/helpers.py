@@ -10,6 +10,7 @@ import msgspec
 from inbox_api.store import InboxStore
 from shared.contract.envelope import QueuedEvent
 from shared.contract.ids import new_event_id
+from writer_worker.worker import QueueUrls, Worker
 
 
 class ManualClock:
@@ -55,4 +56,20 @@ def queued_event(
         payload=msgspec.Raw(raw),
         received_at_us=received_us,
         idempotency_key=idempotency_key,
+    )
+
+
+def fake_worker(sqs: Any, processor: Any, **options: Any) -> Worker:
+    """A writer ``Worker`` on fakes: queues "events" and "dlq", one receiver, a 20 s long poll,
+    2 s of shutdown grace and a 30 s visibility timeout, unless ``options`` say otherwise
+    (``receivers``, ``grace_s``, ``visibility_s``; ``probe`` and ``probe_policy`` pass through)."""
+    return Worker(
+        sqs,
+        QueueUrls("events", "dlq"),
+        processor,
+        receivers=options.pop("receivers", 1),
+        wait_time_s=20,
+        shutdown_grace_s=options.pop("grace_s", 2),
+        visibility_timeout_s=options.pop("visibility_s", 30),
+        **options,
     )

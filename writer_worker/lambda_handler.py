@@ -34,19 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-from botocore.exceptions import BotoCoreError, ClientError
-from types_aiobotocore_sqs import SQSClient
-
 from shared.aws.clients import open_clients
+from shared.aws.sqs import SQS_MAX_DELAY_S, LeanSqs
 from shared.observability.logging import configure_logging
 from shared.retry import OUTAGE_REDELIVERY, STORAGE_PROBE
 from shared.settings import Settings, get_settings
-from writer_worker.dead_letters import SQS_MAX_DELAY_S, DeadLetters, Deferrals, deferrals_of
+from writer_worker.consumer_view import ConsumerViews
+from writer_worker.dead_letters import SetApart, change_visibility
 from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
 from writer_worker.store import EventWriter
-
-log = structlog.get_logger()
 
 # Time kept free at the end of an invocation for one more write and the answer.
 LAMBDA_RESERVE_S = 8.0
@@ -56,11 +52,10 @@ LAMBDA_RESERVE_S = 8.0
 class _Resources:
     processor: BatchProcessor
     writer: EventWriter
-    dead_letters: DeadLetters
+    set_apart: SetApart
     stack: contextlib.AsyncExitStack
-    deferrals: Deferrals | None = None  # None: throttled events' messages are reported as failures
-    sqs: SQSClient | None = None
-    events_url: str = ""
+    sqs: LeanSqs
+    events_url: str
 
 
 class LambdaWriter:
@@ -87,15 +82,16 @@ class LambdaWriter:
         if self._resources is None:
             stack = contextlib.AsyncExitStack()
             clients = await stack.enter_async_context(open_clients(self._settings, pool_size=16))
-            dlq_url = (await clients.sqs.get_queue_url(QueueName=self._settings.dead_letter_queue))["QueueUrl"]
-            events_url = (await clients.sqs.get_queue_url(QueueName=self._settings.events_queue))["QueueUrl"]
-            writer = EventWriter(clients.dynamodb, self._settings)
+            dlq_url = (await clients.sqs.admin.get_queue_url(QueueName=self._settings.dead_letter_queue))["QueueUrl"]
+            events_url = (await clients.sqs.admin.get_queue_url(QueueName=self._settings.events_queue))["QueueUrl"]
+            writer = EventWriter(
+                clients.dynamodb, self._settings, views=ConsumerViews(clients.dynamodb, self._settings)
+            )
             self._resources = _Resources(
                 processor=BatchProcessor(writer),
                 writer=writer,
-                dead_letters=DeadLetters(clients.sqs, dlq_url),
+                set_apart=SetApart(clients.sqs, dead_letters_url=dlq_url, events_url=events_url),
                 stack=stack,
-                deferrals=Deferrals(clients.sqs, events_url),
                 sqs=clients.sqs,
                 events_url=events_url,
             )
@@ -103,23 +99,15 @@ class LambdaWriter:
 
     async def _handle(self, event: dict[str, Any], remaining_s: Callable[[], float]) -> dict[str, list[dict[str, str]]]:
         resources = await self._open()
-        received = [
-            Received(
-                message_id=record["messageId"],
-                body=record["body"],
-                receive_count=int(record.get("attributes", {}).get("ApproximateReceiveCount", "1")),
-                deferrals=deferrals_of(record.get("messageAttributes", {})),
-            )
-            for record in event.get("Records", [])
-        ]
+        received = [Received.from_lambda_record(record) for record in event.get("Records", [])]
         handles = {r["messageId"]: r.get("receiptHandle", "") for r in event.get("Records", [])}
         by_id = {m.message_id: m for m in received}
         failures, waiting = [], []
         for result in await self._process_riding_out_outages(resources, received, remaining_s):
             message = by_id[result.message_id]
-            if result.disposition is Disposition.DONE and await _set_apart(resources, message, result):
-                continue
-            if result.disposition is Disposition.POISON and await resources.dead_letters.send(message, result):
+            if result.disposition in (Disposition.DONE, Disposition.POISON) and await resources.set_apart.send(
+                message, result
+            ):
                 continue
             if result.disposition is Disposition.WAIT:
                 waiting.append(message)
@@ -150,15 +138,6 @@ class LambdaWriter:
         return [settled[m.message_id] for m in received]
 
 
-async def _set_apart(resources: _Resources, message: Received, result: MessageResult) -> bool:
-    """Dead-letter its rejected events and defer its throttled ones; True if both went."""
-    if not await resources.dead_letters.send_rejected(message, result):
-        return False
-    if not result.deferred:
-        return True
-    return resources.deferrals is not None and await resources.deferrals.send(message, result.deferred)
-
-
 async def _hide_for_outage(resources: _Resources, waiting: list[Received], handles: dict[str, str]) -> None:
     """Storage was unavailable all invocation long: hide each message for longer per receive.
 
@@ -166,28 +145,12 @@ async def _hide_for_outage(resources: _Resources, waiting: list[Received], handl
     and a long outage would spend every receive in minutes. Best effort: if this fails the
     messages simply come back sooner.
     """
-    if resources.sqs is None or not waiting:
-        return
-    entries: list[Any] = [
-        {
-            "Id": str(i),
-            "ReceiptHandle": handles[m.message_id],
-            "VisibilityTimeout": min(SQS_MAX_DELAY_S, int(OUTAGE_REDELIVERY.ceiling_s(m.receive_count - 1))),
-        }
-        for i, m in enumerate(waiting)
+    timeouts = [
+        (handles[m.message_id], min(SQS_MAX_DELAY_S, int(OUTAGE_REDELIVERY.ceiling_s(m.receive_count - 1))))
+        for m in waiting
         if handles.get(m.message_id)
     ]
-    for start in range(0, len(entries), 10):
-        try:
-            response = await resources.sqs.change_message_visibility_batch(
-                QueueUrl=resources.events_url, Entries=entries[start : start + 10]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            log.warning("visibility_change_failed", error=type(exc).__name__, messages=len(entries[start : start + 10]))
-            continue
-        if response.get("Failed"):
-            codes = sorted({f.get("Code", "") for f in response["Failed"]})
-            log.warning("visibility_change_partly_failed", codes=codes, messages=len(response["Failed"]))
+    await change_visibility(resources.sqs, resources.events_url, timeouts)
 
 
 _writer: LambdaWriter | None = None

@@ -12,6 +12,7 @@ from shared.observability import metrics
 from shared.observability.logging import configure_logging
 from shared.runtime import tune_gc
 from shared.settings import Settings
+from writer_worker.consumer_view import ConsumerViews
 from writer_worker.processor import BatchProcessor
 from writer_worker.store import EventWriter
 from writer_worker.worker import QueueUrls, Worker
@@ -20,10 +21,10 @@ from writer_worker.worker import QueueUrls, Worker
 async def run_writer(settings: Settings) -> None:
     async with open_clients(settings) as clients:
         urls = QueueUrls(
-            events=(await clients.sqs.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
-            dead_letters=(await clients.sqs.get_queue_url(QueueName=settings.dead_letter_queue))["QueueUrl"],
+            events=(await clients.sqs.admin.get_queue_url(QueueName=settings.events_queue))["QueueUrl"],
+            dead_letters=(await clients.sqs.admin.get_queue_url(QueueName=settings.dead_letter_queue))["QueueUrl"],
         )
-        writer = EventWriter(clients.dynamodb, settings)
+        writer = EventWriter(clients.dynamodb, settings, views=ConsumerViews(clients.dynamodb, settings))
         worker = Worker(
             clients.sqs,
             urls,

@@ -4,6 +4,10 @@ A batch is handled message by message, and a message event by event: each messag
 own disposition, so one bad message never fails or retries its neighbours, and one event
 that can never be stored is set apart (``MessageResult.rejected``, dead-lettered alone by
 the caller) while every other event of its message is stored.
+
+``Received`` is the one place a message is read off the wire, in either of the shapes the
+writer receives it: an SQS ReceiveMessage answer (the worker) or an SQS event record of
+AWS Lambda (the Lambda handler).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import enum
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import structlog
@@ -22,6 +28,10 @@ from shared.web.decoding import UNDECODABLE
 from writer_worker.store import EventResult, EventWriter, Outcome
 
 log = structlog.get_logger()
+
+# On a message of deferred events: how many times they were throttled and sent again
+# (written by dead_letters.Deferrals, read back by Received).
+DEFERRALS_ATTRIBUTE = "deferrals"
 
 
 class Disposition(enum.StrEnum):
@@ -37,6 +47,38 @@ class Received:
     body: str
     receive_count: int = 1
     deferrals: int = 0  # how often its events were throttled and sent again (DEFERRALS_ATTRIBUTE)
+
+    @classmethod
+    def from_sqs(cls, message: Mapping[str, Any]) -> Received:
+        """A message of an SQS ReceiveMessage answer (MessageId, Body, Attributes, MessageAttributes)."""
+        return cls._read(message, _SQS_NAMES)
+
+    @classmethod
+    def from_lambda_record(cls, record: Mapping[str, Any]) -> Received:
+        """A record of a Lambda SQS event (messageId, body, attributes, messageAttributes)."""
+        return cls._read(record, _LAMBDA_NAMES)
+
+    @classmethod
+    def _read(cls, message: Mapping[str, Any], names: tuple[str, str, str, str]) -> Received:
+        message_id, body, attributes, message_attributes = names
+        return cls(
+            message_id=message[message_id],
+            body=message[body],
+            receive_count=int(message.get(attributes, {}).get("ApproximateReceiveCount", "1")),
+            deferrals=deferrals_of(message.get(message_attributes, {})),
+        )
+
+
+# The same four fields, spelt by SQS's API and by Lambda's SQS event.
+_SQS_NAMES = ("MessageId", "Body", "Attributes", "MessageAttributes")
+_LAMBDA_NAMES = ("messageId", "body", "attributes", "messageAttributes")
+
+
+def deferrals_of(attributes: Mapping[str, Any]) -> int:
+    """The deferral count of a received message, from its attributes (SQS's or Lambda's spelling)."""
+    value = attributes.get(DEFERRALS_ATTRIBUTE, {})
+    raw = value.get("StringValue", value.get("stringValue", "0"))
+    return int(raw) if str(raw).isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)

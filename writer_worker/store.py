@@ -6,9 +6,19 @@ For a group of events, one TransactWriteItems call does, all or nothing:
   (copies sent twice, or to two ingest instances);
 - add the number of new events to one shard of the account's undelivered counters (shard 0
   unless the account's counter writes contend: ``shared.storage.counters``).
-When the transaction is cancelled, its cancellation reasons say which events were already
-stored or were duplicates; the rest are written again. So every decision is atomic across
+When the transaction is cancelled, its cancellation reasons, named by item
+(``shared.storage.transactions``), say which events were already stored or were duplicates;
+the rest are written again. So every decision is atomic across
 any number of writer processes, and the counters move only with the events they count.
+
+Then every event stored, or found already stored (a redelivery), is copied into each of its
+account's named consumers that takes it (``consumer_view``: the account's consumers as read
+at most ``consumer_view_s`` ago; ``shared.storage.copies``: exactly once). An event is
+settled (STORED, ALREADY_STORED) only once each of its copies is: else its message comes
+back, meets the stored event, and copies again. An account without named consumers costs a
+look-up of its kept view, one Query of the consumers table per ``consumer_view_s``. The
+services pass the views (``EventWriter(..., views=ConsumerViews(...))``); a writer without
+them copies nothing (the fakes of unit tests, the bench's transaction probes).
 
 Every event gets its own result: one that cannot be encoded, or that DynamoDB refuses
 (``ValidationException``), is ``REJECTED`` alone and the rest of its group is stored. A
@@ -29,27 +39,32 @@ from typing import Any
 import msgspec
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from types_aiobotocore_dynamodb import DynamoDBClient
 
-from shared.aws.lean import RETRYABLE_CODES
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.contract.envelope import QueuedEvent
 from shared.contract.ids import new_event_id
-from shared.observability.metrics import WRITER_COMMIT_SECONDS, WRITER_RESTAMP_FAILURES, WRITER_RESTAMPS
-from shared.retry import CONFLICT_RETRY, retry_pending
+from shared.observability.metrics import WRITER_COMMIT_SECONDS
 from shared.settings import Settings
-from shared.storage.counters import THROTTLE_REASONS, ShardChooser, counter_add
-from shared.storage.layout import (
-    SEP,
-    TRANSACTION_MAX_ITEMS,
-    claim_linger_s,
-    counter_id,
-    dedup_id,
-    inbox_pk,
-    inbox_position,
-    inbox_shard,
-    inbox_type_pk,
-    position_stamp_us,
+from shared.storage.claims import claim_item, claim_probe, claim_put, claimant
+from shared.storage.consumers import Consumer
+from shared.storage.copies import SETTLED, Copy, CopyOutcome, CopyWriter
+from shared.storage.counters import ShardChooser, counter_add, counter_probe
+from shared.storage.events import Placement, alias_put, alias_target, event_item, event_probe, event_put
+from shared.storage.layout import SEP, TRANSACTION_MAX_ITEMS, claim_linger_s, counter_id, dedup_id
+from shared.storage.restamp import Restamper, Unsettled
+from shared.storage.transactions import (
+    INVALID,
+    Cancellation,
+    Role,
+    TransactionCancelled,
+    TxItem,
+    retrying,
+    transact,
+    unavailable,
 )
+from writer_worker.consumer_view import ConsumerViews, ViewUnavailable
+
+__all__ = ["EventResult", "EventWriter", "Outcome", "event_item", "unavailable"]  # event_item: tests, bench
 
 log = structlog.get_logger()
 
@@ -64,28 +79,9 @@ GROUP_MAX_BYTES = 3 * 1024 * 1024
 # A key no dedup claim can have (account ids never contain the separator at the start): the
 # storage probe checks that it does not exist, which reads nothing and writes nothing.
 PROBE_KEY = f"{SEP}writer-probe"
-# Cancellation reasons that say one item's partition is overloaded, not that the item is
-# wrong: they concern the accounts whose items carry them, never the whole transaction.
-# Answers that say no write can succeed until something outside the writer changes (keys,
-# permissions, a table): like an outage, they hold messages rather than counting against them.
-_SERVICE_WIDE_CODES = frozenset(
-    {
-        "AccessDeniedException",
-        "ExpiredTokenException",
-        "ExpiredToken",
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "MissingAuthenticationTokenException",
-        "ResourceNotFoundException",
-    }
-)
 _US = 1_000_000
-# Moves of one late-committed event to a fresh position before giving up (_restamp).
-RESTAMP_ATTEMPTS = 3
-# The share of the settle margin a commit may take before its events are re-stamped: the
-# rest is for the index's propagation and clock differences between hosts (the budget in
-# docs/architecture.md, "Inbox: paging and counts").
-RESTAMP_FRACTION = 4
+# Reads of the views an event batch needs, should one age out while another is read.
+VIEW_ATTEMPTS = 3
 
 
 class Outcome(enum.StrEnum):
@@ -98,26 +94,14 @@ class Outcome(enum.StrEnum):
     REJECTED = "rejected"  # can never be stored as it is
 
 
-class _Role(enum.Enum):
-    EVENT = "event"
-    CLAIM = "claim"
-    COUNTER = "counter"
-
-
 @dataclass(frozen=True, slots=True)
 class _Claimed:
     event: QueuedEvent
     claim_id: str  # the dedup item this event claims
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """One item of a transaction, with what it stands for: reasons map back by name."""
-
-    role: _Role
-    claimed: _Claimed | None  # None for counter updates
-    request: dict[str, Any]
-    account: str = ""  # whose item it is: a throttled item concerns this account alone
+# One item of the writer's transaction: its event's claim (None for counter updates).
+_Item = TxItem[_Claimed | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +114,21 @@ class EventResult:
 class EventWriter:
     def __init__(
         self,
-        client: DynamoDBClient,
+        client: LeanDynamoDB,
         settings: Settings,
         *,
         clock_us: Callable[[], int] | None = None,
         monotonic_us: Callable[[], int] | None = None,
+        views: ConsumerViews | None = None,
     ) -> None:
         self._client = client
         self._clock_us = clock_us or wall_clock_us  # the inbox position's stamp (event_item)
         # How long a commit took: never the wall clock, which NTP may step meanwhile.
         self._monotonic_us = monotonic_us or monotonic_clock_us
+        # Each account's named consumers, whose partitions its events are copied into. None:
+        # copy nothing (the fakes of unit tests, the bench's probes); every service passes one.
+        self._views = views
+        self._copier = CopyWriter(client, settings, clock_us=self._clock_us, monotonic_us=self._monotonic_us)
         self._events_table = settings.events_table
         self._dedup_table = settings.dedup_table
         self._counters_table = settings.counters_table
@@ -148,8 +137,10 @@ class EventWriter:
         self._claim_linger_s = claim_linger_s(settings.event_retention_s)
         self._shards = ShardChooser(settings.counter_shards)
         self._inbox_shards = settings.inbox_shards
-        # An attempt that committed later than this after its stamp is re-stamped.
-        self._late_commit_us = settings.inbox_settle_ms * 1000 // RESTAMP_FRACTION
+        # An attempt that committed later than a quarter of the margin after its stamp is re-stamped.
+        self._restamper = Restamper(
+            client, settings.events_table, settings.inbox_settle_ms, self._clock_us, self._monotonic_us
+        )
 
     async def write(self, events: list[QueuedEvent]) -> dict[str, EventResult]:
         """Store events exactly once; the result of each, by event id."""
@@ -164,7 +155,37 @@ class EventWriter:
                     continue
                 await self._write_group(group, results)
                 down = any(results[c.event.event_id].outcome is Outcome.UNAVAILABLE for c in group)
+        if self._views is not None:
+            await self._copy(self._views, events, results)
         return results
+
+    async def _copy(self, views: ConsumerViews, events: list[QueuedEvent], results: dict[str, EventResult]) -> None:
+        """Copy each event stored (or met stored) into its account's consumers that take it;
+        an event whose copies are not all settled is not settled either."""
+        stored: dict[str, list[QueuedEvent]] = {}
+        seen: set[str] = set()
+        for event in events:
+            if event.event_id not in seen and results[event.event_id].outcome in _COPIED_OUTCOMES:
+                stored.setdefault(event.account_id, []).append(event)
+            seen.add(event.event_id)  # a repeated id has the first copy's result (_rounds)
+        if not stored:
+            return
+        of_accounts = await _views_of(views, list(stored))
+        copies: dict[str, list[Copy]] = {}
+        for account, account_events in stored.items():
+            consumers = of_accounts[account]
+            if isinstance(consumers, ViewUnavailable):
+                outcome = Outcome.UNAVAILABLE if consumers.outage else Outcome.RETRY
+                for event in account_events:
+                    results[event.event_id] = EventResult(outcome, reason=f"consumers unread: {consumers.reason}")
+            elif consumers:
+                for event in account_events:
+                    if taking := [c for c in consumers if c.takes(event.event_type, event.received_at_us)]:
+                        item = self._event_item(event)
+                        copies[event.event_id] = [Copy(c.partition, item) for c in taking]
+        if copies:
+            outcomes = await self._copier.copy([c for cs in copies.values() for c in cs])
+            _settle_copies(copies, outcomes, results)
 
     async def probe(self) -> bool:
         """Does storage take writes? The known-good control transaction (``_control``)."""
@@ -186,43 +207,36 @@ class EventWriter:
             payload=msgspec.Raw(b"{}"),
             received_at_us=now_us,
         )
-        claim = self._claim_put(_Claimed(event, PROBE_KEY))
-        counter = counter_add(self._counters_table, counter_id(PROBE_KEY), 0, 1)
-        items: list[Any] = [
-            {"Put": {**self._event_put(event), "ConditionExpression": "attribute_exists(event_id)"}},
-            {"Put": {**claim, "ConditionExpression": "attribute_exists(dedup_id)"}},
-            {"Update": {**counter, "ConditionExpression": "attribute_exists(counter_id)"}},
+        claim = claim_item(PROBE_KEY, event, self._window_us, self._claim_linger_s)
+        items: list[TxItem[None]] = [
+            TxItem(Role.EVENT_PUT, {"Put": event_probe(self._events_table, self._event_item(event))}, None),
+            TxItem(Role.CLAIM, {"Put": claim_probe(self._dedup_table, claim)}, None),
+            TxItem(Role.COUNTER, {"Update": counter_probe(self._counters_table, counter_id(PROBE_KEY))}, None),
         ]
-        for item in items:  # no ALL_OLD, no values the new condition does not use
-            body = next(iter(item.values()))
-            body.pop("ReturnValuesOnConditionCheckFailure", None)
-            if item is not items[2]:
-                body.pop("ExpressionAttributeValues", None)
         try:
-            await self._client.transact_write_items(TransactItems=items)
+            await transact(self._client, items)
+        except TransactionCancelled as cancelled:
+            if INVALID in cancelled.codes():
+                return "invalid"
+            return "unavailable" if any(c.throttled for c in cancelled.cancellations) else "ok"
         except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code == "TransactionCanceledException":
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-                if "ValidationError" in reasons:
-                    return "invalid"
-                return "unavailable" if THROTTLE_REASONS.intersection(reasons) else "ok"
             if unavailable(exc):
                 return "unavailable"
+            code = exc.response["Error"]["Code"]
             return "invalid" if code == "ValidationException" else "ok"  # any other answer is storage answering
         except BotoCoreError:
             return "unavailable"
         return "ok"
 
     def _prepare(self, events: list[QueuedEvent], results: dict[str, EventResult]) -> list[_Claimed]:
-        """Encode each event's items once, as a check: one that cannot be encoded is rejected alone.
+        """Encode each event's item once, as a check: one that cannot be encoded is rejected alone.
 
-        The Put is built again for every attempt (``_transaction``): it is stamped then.
+        The item is built again for every attempt (``_transaction``), with that attempt's stamp.
         """
         claims = []
         for event in events:
             try:
-                self._event_put(event)
+                self._event_item(event)
                 claims.append(_Claimed(event, dedup_id(event.account_id, event.dedup_key())))
             except Exception as exc:  # noqa: BLE001 - pure encoding: whatever it raises is this event's fault
                 reason = f"event cannot be encoded: {type(exc).__name__}: {exc}"
@@ -235,24 +249,20 @@ class EventWriter:
         # Each attempt leaves a provisional result on what it returns as pending, so what is
         # still pending when the attempts run out already says why. ``controlled``: a part of
         # a bisected group, whose control write already passed (_bisect).
-        await retry_pending(CONFLICT_RETRY, group, lambda pending: self._attempt(pending, results, controlled))
+        await retrying(group, lambda pending: self._attempt(pending, results, controlled))
 
     async def _attempt(
         self, pending: list[_Claimed], results: dict[str, EventResult], controlled: bool = False
     ) -> list[_Claimed]:
-        items = self._transaction(pending)
-        self._stamp(items)
+        items = self._transaction(pending, self._clock_us())  # one stamp for the attempt
         started_us = self._monotonic_us()
         try:
-            await self._client.transact_write_items(TransactItems=[i.request for i in items])  # type: ignore[misc]
+            await transact(self._client, items)
+        except TransactionCancelled as cancelled:
+            self._shards.cancelled(cancelled.cancellations, (c.event.account_id for c in pending))
+            return await self._resolve(pending, cancelled, results)
         except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code == "TransactionCanceledException":
-                reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
-                counters = [i.account if i.role is _Role.COUNTER else None for i in items]
-                self._shards.cancelled(reasons, (c.event.account_id for c in pending), counters)
-                return await self._resolve(pending, items, reasons, results)
-            if code == "ValidationException" and not unavailable(exc):
+            if exc.response["Error"]["Code"] == "ValidationException" and not unavailable(exc):
                 await self._bisect(pending, results, exc, controlled)
                 return []
             _unsettled(pending, results, exc)
@@ -265,92 +275,24 @@ class EventWriter:
         await self._settle_positions(items, started_us, results)
         return []
 
-    def _stamp(self, items: list[_Item]) -> int:
-        """One inbox position stamp for the attempt: its events sit together, in event id order."""
-        stamp_us = self._clock_us()
-        for item in items:
-            if item.role is _Role.EVENT:
-                put = item.request["Put"]["Item"]
-                put["inbox_pos"] = {"S": inbox_position(stamp_us, put["event_id"]["S"])}
-        return stamp_us
-
     async def _settle_positions(self, items: list[_Item], started_us: int, results: dict[str, EventResult]) -> None:
-        """Re-stamp the events of an attempt that committed later than a quarter of the margin.
-
-        An inbox shows positions at least the margin old; a commit that came later than
-        that after its stamp may sit behind a cursor handed out meanwhile. A fresh position
-        is after every such cursor (docs/architecture.md, "Inbox: paging and counts"). An
-        event whose move fails is not settled: its message comes back (RETRY, or UNAVAILABLE
-        for an outage), meets the stored event, and moves it then (``_restamp_stored``).
-        """
+        """Re-stamp the events of an attempt that committed later than a quarter of the margin
+        (``shared.storage.restamp``). An event whose move fails is not settled: its message
+        comes back (RETRY, or UNAVAILABLE for an outage), meets the stored event, and moves
+        it then (``_restamp_stored``)."""
         took_us = self._monotonic_us() - started_us
         WRITER_COMMIT_SECONDS.observe(took_us / _US)
-        if not self._late_commit_us or took_us <= self._late_commit_us:
-            return  # on time (a margin of 0 shows events at once: nothing to settle)
-        puts = [i.request["Put"]["Item"] for i in items if i.role is _Role.EVENT]
-        moves = [(put["account_id"]["S"], put["event_id"]["S"], put["inbox_pos"]["S"]) for put in puts]
-        await self._restamp_all(moves, "late_commit", results)
+        if self._restamper.late(took_us):
+            written = (i.request["Put"]["Item"] for i in items if i.role is Role.EVENT_PUT)
+            _restamp_failed(await self._restamper.move_written(written, "late_commit"), results)
 
     async def _restamp_stored(self, stored: list[dict[str, Any]], results: dict[str, EventResult]) -> None:
         """Events met already stored (redelivery, a resend after a timeout): move the stale ones.
 
         The earlier attempt may have committed late, after its writer stopped waiting, and
         so never re-stamped them. Each item is the stored one (ALL_OLD on the event's Put).
-        One still undelivered whose stamp is older than the re-stamp threshold moves to a
-        fresh position, on condition that it is still where it was: a repeat for a pager
-        that had it, never a skip.
         """
-        if not self._late_commit_us:
-            return
-        now_us = self._clock_us()
-        moves = [
-            (item["account_id"]["S"], item["event_id"]["S"], item["inbox_pos"]["S"])
-            for item in stored
-            if "inbox_pk" in item
-            and "inbox_pos" in item
-            and now_us - position_stamp_us(item["inbox_pos"]["S"]) > self._late_commit_us
-        ]
-        await self._restamp_all(moves, "already_stored", results)
-
-    async def _restamp_all(
-        self, moves: list[tuple[str, str, str]], cause: str, results: dict[str, EventResult]
-    ) -> None:
-        failed = await asyncio.gather(*(self._restamp(*move) for move in moves))
-        for (_, event_id, _), failure in zip(moves, failed, strict=True):
-            if failure is not None:
-                results[event_id] = failure
-            else:
-                WRITER_RESTAMPS.labels(cause).inc()
-
-    async def _restamp(self, account_id: str, event_id: str, old: str) -> EventResult | None:
-        """Move one event to a fresh position, if it is still undelivered where it was put.
-
-        None when that is done (or it was acknowledged, or moved by another writer,
-        meanwhile); else the result the event's message gets so that it comes back. A pager
-        that saw the event at its old position sees it once more (docs/api.md, repeats).
-        """
-        key = {"account_id": {"S": account_id}, "event_id": {"S": event_id}}
-        for _ in range(RESTAMP_ATTEMPTS):
-            new = inbox_position(self._clock_us(), event_id)
-            started_us = self._monotonic_us()
-            try:
-                await self._client.update_item(
-                    TableName=self._events_table,
-                    Key=key,
-                    UpdateExpression="SET inbox_pos = :new",
-                    ConditionExpression="inbox_pos = :old AND attribute_exists(inbox_pk)",
-                    ExpressionAttributeValues={":new": {"S": new}, ":old": {"S": old}},
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                    return None  # acknowledged or moved meanwhile: nothing left behind
-                return _restamp_failed(_failure(exc))
-            except BotoCoreError as exc:
-                return _restamp_failed(_failure(exc))
-            if self._monotonic_us() - started_us <= self._late_commit_us:
-                return None
-            old = new  # this write was late too: move it once more
-        return _restamp_failed(EventResult(Outcome.RETRY, reason="restamp late again"))
+        _restamp_failed(await self._restamper.move_stale(stored, "already_stored"), results)
 
     async def _bisect(
         self, group: list[_Claimed], results: dict[str, EventResult], exc: ClientError, controlled: bool
@@ -380,37 +322,33 @@ class EventWriter:
             await self._write_group(part, results, controlled=True)
 
     async def _resolve(
-        self,
-        pending: list[_Claimed],
-        items: list[_Item],
-        reasons: list[dict[str, Any]],
-        results: dict[str, EventResult],
+        self, pending: list[_Claimed], cancelled: TransactionCancelled[_Claimed | None], results: dict[str, EventResult]
     ) -> list[_Claimed]:
         """Settle the events whose conditions failed; return those to write again."""
-        by_event: dict[str, dict[_Role, dict[str, Any]]] = {}
-        for item, reason in zip(items, reasons, strict=False):  # DynamoDB answers in item order
-            if item.claimed is not None:
-                by_event.setdefault(item.claimed.event.event_id, {})[item.role] = reason
+        put: dict[str, Cancellation[_Claimed | None]] = {}
+        claim: dict[str, Cancellation[_Claimed | None]] = {}
+        for found, role in ((put, Role.EVENT_PUT), (claim, Role.CLAIM)):
+            found.update({c.item.ref.event.event_id: c for c in cancelled.of(role) if c.item.ref is not None})
         # A throttled item concerns its account alone: that account's events are set aside
         # (THROTTLED: sent again later in a message of their own) and the others written again.
-        throttled = {i.account for i, r in zip(items, reasons, strict=False) if r.get("Code") in THROTTLE_REASONS}
-        again, duplicates, stored = [], [], []
+        throttled = {c.item.account for c in cancelled.cancellations if c.throttled}
+        again, duplicates = [], []
+        stored: list[dict[str, Any]] = []
         for claimed in pending:
             event = claimed.event
-            found = by_event.get(event.event_id, {})
-            stored_reason, claim_reason = found.get(_Role.EVENT, {}), found.get(_Role.CLAIM, {})
-            if stored_reason.get("Code") == "ConditionalCheckFailed":
-                results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
-                if "Item" in stored_reason:
-                    stored.append(stored_reason["Item"])
-            elif claim_reason.get("Code") == "ConditionalCheckFailed":
-                original = claim_reason.get("Item", {}).get("event_id", {}).get("S", "")
+            stored_reason, claim_reason = put.get(event.event_id), claim.get(event.event_id)
+            if stored_reason is not None and stored_reason.condition_failed:
+                results[event.event_id] = _met_stored(stored_reason.old, stored)
+            elif claim_reason is not None and claim_reason.condition_failed:
+                original = claimant(claim_reason.old)
                 if original in ("", event.event_id):
                     results[event.event_id] = EventResult(Outcome.ALREADY_STORED)
                 else:
                     duplicates.append((event, original))
-            elif "ValidationError" in (stored_reason.get("Code"), claim_reason.get("Code")):
-                message = stored_reason.get("Message") or claim_reason.get("Message") or "invalid item"
+            elif invalid := next(
+                (r for r in (stored_reason, claim_reason) if r is not None and r.code == INVALID), None
+            ):
+                message = invalid.message or "invalid item"
                 results[event.event_id] = EventResult(Outcome.REJECTED, reason=f"refused by storage: {message}")
             elif event.account_id in throttled:
                 results[event.event_id] = EventResult(Outcome.THROTTLED, reason="throttled")
@@ -430,92 +368,57 @@ class EventWriter:
         """
 
         async def attempt(pending: list[tuple[QueuedEvent, str]]) -> list[tuple[QueuedEvent, str]]:
+            items = [
+                TxItem(Role.ALIAS, {"Put": alias_put(self._events_table, e, o)}, (e, o), e.account_id)
+                for e, o in pending
+            ]
             try:
-                await self._client.transact_write_items(TransactItems=[self._alias_put(e, o) for e, o in pending])  # type: ignore[misc]
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "TransactionCanceledException":
-                    _unsettled_aliases(pending, results, exc)
-                    return []
-                reasons: list[Any] = list(exc.response.get("CancellationReasons", []))
+                await transact(self._client, items)
+            except TransactionCancelled as cancelled:
                 again = []
-                for (event, original), reason in zip(pending, reasons, strict=False):  # one item per alias
-                    if reason.get("Code") == "ConditionalCheckFailed":
+                for reason in cancelled.cancellations:
+                    event, original = reason.item.ref
+                    if reason.condition_failed:
                         results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
                     else:
                         again.append((event, original))
                         results[event.event_id] = EventResult(Outcome.RETRY, reason="alias not written")
                 return again
-            except BotoCoreError as exc:
+            except (ClientError, BotoCoreError) as exc:
                 _unsettled_aliases(pending, results, exc)
                 return []
             for event, original in pending:
                 results[event.event_id] = EventResult(Outcome.DUPLICATE, original_id=original)
             return []
 
-        await retry_pending(CONFLICT_RETRY, duplicates, attempt)
+        await retrying(duplicates, attempt)
 
-    def _alias_put(self, event: QueuedEvent, original_id: str) -> dict[str, Any]:
-        # No TTL: an alias must resolve for as long as its original exists, and the original
-        # is kept until it has been acknowledged and its retention has passed, which the
-        # writer cannot know. An alias is about 100 bytes, one per duplicate that arrived.
-        return {
-            "Put": {
-                "TableName": self._events_table,
-                "Item": {
-                    "account_id": {"S": event.account_id},
-                    "event_id": {"S": event.event_id},
-                    "alias_of": {"S": original_id},
-                    "received_at_us": {"N": str(event.received_at_us)},
-                },
-                "ConditionExpression": "attribute_not_exists(event_id)",
-            }
-        }
-
-    def _transaction(self, claims: list[_Claimed]) -> list[_Item]:
+    def _transaction(self, claims: list[_Claimed], stamp_us: int) -> list[_Item]:
+        """The attempt's items, built once: every event carries the attempt's one stamp, so
+        its events sit together in the inbox, in event id order."""
         items: list[_Item] = []
         for claimed in claims:
-            account = claimed.event.account_id
-            items.append(_Item(_Role.EVENT, claimed, {"Put": self._event_put(claimed.event)}, account))
-            items.append(_Item(_Role.CLAIM, claimed, {"Put": self._claim_put(claimed)}, account))
+            event, account = claimed.event, claimed.event.account_id
+            put = event_put(self._events_table, self._event_item(event, stamp_us))
+            claim = claim_item(claimed.claim_id, event, self._window_us, self._claim_linger_s)
+            items.append(TxItem(Role.EVENT_PUT, {"Put": put}, claimed, account))
+            items.append(
+                TxItem(Role.CLAIM, {"Put": claim_put(self._dedup_table, claim, event.received_at_us)}, claimed, account)
+            )
         events = [c.event for c in claims]
         by_account = Counter(e.account_id for e in events)
         by_type = Counter((e.account_id, e.event_type) for e in events)
         shard = self._shards.shard(by_account)
         for account, count in by_account.items():
             update = counter_add(self._counters_table, counter_id(account), shard, count)
-            items.append(_Item(_Role.COUNTER, None, {"Update": update}, account))
+            items.append(TxItem(Role.COUNTER, {"Update": update}, None, account))
         for (account, event_type), count in by_type.items():
             update = counter_add(self._counters_table, counter_id(account, event_type), shard, count)
-            items.append(_Item(_Role.COUNTER, None, {"Update": update}, account))
+            items.append(TxItem(Role.COUNTER, {"Update": update}, None, account))
         return items
 
-    def _event_put(self, event: QueuedEvent) -> dict[str, Any]:
-        return {
-            "TableName": self._events_table,
-            "Item": event_item(event, self._inbox_shards, self._clock_us()),
-            "ConditionExpression": "attribute_not_exists(event_id)",
-            # Already stored: the reason carries the stored item, whose position may need a
-            # move (_restamp_stored).
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-
-    def _claim_put(self, claimed: _Claimed) -> dict[str, Any]:
-        event = claimed.event
-        window_ends_us = event.received_at_us + self._window_us
-        return {
-            "TableName": self._dedup_table,
-            "Item": {
-                "dedup_id": {"S": claimed.claim_id},
-                "event_id": {"S": event.event_id},
-                "window_ends_us": {"N": str(window_ends_us)},
-                # TTL only tidies up; the condition below, not TTL, decides duplicates. It
-                # outlives the window by as long as a copy received inside it can arrive.
-                "expires_at": {"N": str(window_ends_us // _US + self._claim_linger_s)},
-            },
-            "ConditionExpression": "attribute_not_exists(dedup_id) OR window_ends_us <= :received",
-            "ExpressionAttributeValues": {":received": {"N": str(event.received_at_us)}},
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
+    def _event_item(self, event: QueuedEvent, stamp_us: int | None = None) -> dict[str, Any]:
+        return event_item(event, self._inbox_shards, self._clock_us() if stamp_us is None else stamp_us)
 
 
 def wall_clock_us() -> int:
@@ -526,52 +429,64 @@ def monotonic_clock_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-def event_item(event: QueuedEvent, inbox_shards: int = 1, stamp_us: int | None = None) -> dict[str, Any]:
-    """An undelivered event as stored: in the inbox indexes until it is acknowledged.
-
-    ``inbox_pos`` is the writer's clock at this attempt (``stamp_us``, default now), not the
-    time of receipt: what decides where a forward pager finds the event is when it was stored.
-    The 0.2 indexes (keyed on ``event_id``) read the same item, so a 0.2 inbox keeps working.
-    """
-    shard = inbox_shard(event.event_id, inbox_shards)
-    stamp_us = wall_clock_us() if stamp_us is None else stamp_us
-    item: dict[str, Any] = {
-        "account_id": {"S": event.account_id},
-        "event_id": {"S": event.event_id},
-        "event_type": {"S": event.event_type},
-        "payload": {"S": bytes(event.payload).decode()},
-        "received_at_us": {"N": str(event.received_at_us)},
-        "delivered": {"BOOL": False},
-        "inbox_pk": {"S": inbox_pk(event.account_id, shard)},
-        "inbox_type_pk": {"S": inbox_type_pk(event.account_id, event.event_type, shard)},
-        "inbox_pos": {"S": inbox_position(stamp_us, event.event_id)},
-    }
-    if event.request_id:
-        item["request_id"] = {"S": event.request_id}
-    return item
-
-
-def unavailable(exc: Exception) -> bool:
-    """Is this service-wide (unreachable, 5xx, the call itself throttled, credentials,
-    permissions, a missing table), not something about the items?"""
-    if isinstance(exc, BotoCoreError):
-        return True  # connection refused or reset, timeouts
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = exc.response["Error"]["Code"]
-        return status >= 500 or code in RETRYABLE_CODES or code in _SERVICE_WIDE_CODES
-    return False
-
-
 def _failure(exc: Exception) -> EventResult:
     code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
     return EventResult(Outcome.UNAVAILABLE if unavailable(exc) else Outcome.RETRY, reason=code)
 
 
-def _restamp_failed(result: EventResult) -> EventResult:
-    WRITER_RESTAMP_FAILURES.labels(result.outcome.value).inc()
-    log.warning("restamp_failed", error=result.reason)
-    return result
+async def _views_of(views: ConsumerViews, accounts: list[str]) -> dict[str, tuple[Consumer, ...] | ViewUnavailable]:
+    """Each account's consumers, checked young enough right before the copies are built."""
+    failed: dict[str, ViewUnavailable] = {}
+    for _ in range(VIEW_ATTEMPTS):
+        missing = [a for a in accounts if a not in failed and views.cached(a) is None]
+        if not missing:
+            break
+        answers = await asyncio.gather(*(views.active(a) for a in missing), return_exceptions=True)
+        for account, answer in zip(missing, answers, strict=True):
+            if isinstance(answer, ViewUnavailable):
+                failed[account] = answer
+            elif isinstance(answer, BaseException):
+                raise answer
+    found: dict[str, tuple[Consumer, ...] | ViewUnavailable] = {}
+    for account in accounts:  # no await from here to the copies' transaction: the ages hold
+        consumers = views.cached(account) if account not in failed else None
+        found[account] = (
+            consumers if consumers is not None else failed.get(account, ViewUnavailable("view aged", outage=False))
+        )
+    return found
+
+
+def _met_stored(old: dict[str, Any] | None, stored: list[dict[str, Any]]) -> EventResult:
+    """An event whose id was taken: by itself (a redelivery: its stored item joins ``stored``),
+    or by its alias (a duplicate delivered again: no copies, the alias answers for it)."""
+    aliased = alias_target(old) if old is not None else None
+    if aliased is not None:
+        return EventResult(Outcome.DUPLICATE, original_id=aliased)
+    if old is not None:
+        stored.append(old)
+    return EventResult(Outcome.ALREADY_STORED)
+
+
+_COPIED_OUTCOMES = frozenset({Outcome.STORED, Outcome.ALREADY_STORED})
+
+
+def _settle_copies(
+    copies: dict[str, list[Copy]], outcomes: dict[tuple[str, str], CopyOutcome], results: dict[str, EventResult]
+) -> None:
+    """An event whose copies are not all made comes back (its copies are made exactly once)."""
+    for event_id, event_copies in copies.items():
+        unsettled = [o for c in event_copies if (o := outcomes[c.key]) not in SETTLED]
+        if CopyOutcome.UNAVAILABLE in unsettled:
+            results[event_id] = EventResult(Outcome.UNAVAILABLE, reason="copies unavailable")
+        elif unsettled:
+            results[event_id] = EventResult(Outcome.RETRY, reason=f"copies not made: {unsettled[0].value}")
+
+
+def _restamp_failed(failed: list[tuple[Placement, Unsettled]], results: dict[str, EventResult]) -> None:
+    """Events whose move failed are not settled: their message must come back."""
+    for place, failure in failed:
+        outcome = Outcome.UNAVAILABLE if failure.unavailable else Outcome.RETRY
+        results[place.event_id] = EventResult(outcome, reason=failure.reason)
 
 
 def _unsettled(claims: list[_Claimed], results: dict[str, EventResult], exc: Exception) -> None:

@@ -20,20 +20,22 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from types_aiobotocore_sqs import SQSClient
 
 from shared.aws.clients import AWS_REQUESTS
+from shared.aws.sqs import SQS_BATCH_ENTRIES, LeanSqs
 from shared.retry import STORAGE_PROBE, BackoffPolicy
-from writer_worker.dead_letters import DEFERRALS_ATTRIBUTE, DeadLetters, Deferrals, deferrals_of
-from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
+from writer_worker.dead_letters import SetApart, change_visibility
+from writer_worker.processor import DEFERRALS_ATTRIBUTE, BatchProcessor, Disposition, MessageResult, Received
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef
 
 log = structlog.get_logger()
 
-SQS_BATCH = 10  # ReceiveMessage / DeleteMessageBatch limit
 # A message that failed for now comes back after 2**receive_count seconds, capped, instead
 # of waiting out the whole visibility timeout.
 RETRY_BASE_DELAY_S = 1
@@ -207,7 +209,7 @@ async def _first(*waits: Awaitable[Any]) -> None:
 class Worker:
     def __init__(
         self,
-        sqs: SQSClient,
+        sqs: LeanSqs,
         urls: QueueUrls,
         processor: BatchProcessor,
         *,
@@ -221,8 +223,7 @@ class Worker:
         self._sqs = sqs
         self._urls = urls
         self._processor = processor
-        self._dead_letters = DeadLetters(sqs, urls.dead_letters)
-        self._deferrals = Deferrals(sqs, urls.events)
+        self._set_apart = SetApart(sqs, dead_letters_url=urls.dead_letters, events_url=urls.events)
         self._visibility_s = visibility_timeout_s
         self._receivers = receivers
         self._wait_time_s = wait_time_s
@@ -274,7 +275,7 @@ class Worker:
         receive = asyncio.ensure_future(
             self._sqs.receive_message(
                 QueueUrl=self._urls.events,
-                MaxNumberOfMessages=SQS_BATCH,
+                MaxNumberOfMessages=SQS_BATCH_ENTRIES,
                 WaitTimeSeconds=self._wait_time_s,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 MessageAttributeNames=[DEFERRALS_ATTRIBUTE],
@@ -299,15 +300,7 @@ class Worker:
         held = list(handles.values())  # what the heartbeat keeps hidden; shrinks as messages settle
         heartbeat = asyncio.create_task(self._keep_hidden(held))
         try:
-            pending = [
-                Received(
-                    message_id=m["MessageId"],
-                    body=m["Body"],
-                    receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
-                    deferrals=deferrals_of(m.get("MessageAttributes", {})),
-                )
-                for m in messages
-            ]
+            pending = [Received.from_sqs(m) for m in messages]
             # Messages that met a storage outage stay here, hidden, until storage answers;
             # on shutdown they stay in _in_flight and run() gives them back.
             first = True
@@ -349,18 +342,10 @@ class Worker:
         done: list[MessageResult] = []
         for result in results:
             message = by_id[result.message_id]
-            if result.disposition is Disposition.DONE:
-                # Rejected events go to the DLQ alone, throttled ones back to the queue alone,
-                # first; if that fails the message stays, comes back, and its stored events
-                # are recognised as already stored.
-                if await self._dead_letters.send_rejected(message, result) and await self._deferrals.send(
-                    message, result.deferred
-                ):
-                    done.append(result)
-                else:
-                    self.totals["set_apart_failed"] += 1
-            elif result.disposition is Disposition.POISON:
-                if await self._dead_letters.send(message, result):
+            if result.disposition in (Disposition.DONE, Disposition.POISON):
+                # What it sets apart goes first; if that fails the message stays, comes back,
+                # and its stored events are recognised as already stored.
+                if await self._set_apart.send(message, result):
                     done.append(result)
                 else:
                     self.totals["set_apart_failed"] += 1
@@ -384,11 +369,13 @@ class Worker:
     async def _delete(self, handles: list[str]) -> set[str]:
         """Delete the messages of ``handles``; the handles whose delete succeeded."""
         deleted: set[str] = set()
-        for start in range(0, len(handles), SQS_BATCH):
-            chunk = handles[start : start + SQS_BATCH]
-            entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+        for start in range(0, len(handles), SQS_BATCH_ENTRIES):
+            chunk = handles[start : start + SQS_BATCH_ENTRIES]
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)
+            ]
             try:
-                response = await self._sqs.delete_message_batch(QueueUrl=self._urls.events, Entries=entries)  # type: ignore[arg-type]
+                response = await self._sqs.delete_message_batch(QueueUrl=self._urls.events, Entries=entries)
             except (BotoCoreError, ClientError) as exc:
                 # Not deleted means delivered again later, and stored-once makes that harmless.
                 log.warning("delete_failed", error=type(exc).__name__, messages=len(chunk))
@@ -406,14 +393,4 @@ class Worker:
         return len(handles)
 
     async def _change_visibility(self, handles: list[str], timeout_s: int) -> None:
-        for start in range(0, len(handles), SQS_BATCH):
-            chunk = handles[start : start + SQS_BATCH]
-            entries = [{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": timeout_s} for i, h in enumerate(chunk)]
-            try:
-                response = await self._sqs.change_message_visibility_batch(QueueUrl=self._urls.events, Entries=entries)  # type: ignore[arg-type]
-            except (BotoCoreError, ClientError) as exc:
-                log.warning("visibility_change_failed", error=type(exc).__name__, messages=len(chunk))
-                continue
-            if response.get("Failed"):  # e.g. a receipt handle that expired: that message may reappear
-                codes = sorted({f.get("Code", "") for f in response["Failed"]})
-                log.warning("visibility_change_partly_failed", codes=codes, messages=len(response["Failed"]))
+        await change_visibility(self._sqs, self._urls.events, [(h, timeout_s) for h in handles])

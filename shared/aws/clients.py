@@ -9,29 +9,45 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, cast
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.credentials import Credentials
-from types_aiobotocore_dynamodb import DynamoDBClient
-from types_aiobotocore_sqs import SQSClient
 
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.aws.http1 import Http1Pool
-from shared.aws.lean import DYNAMODB, SQS, LeanClient, Service
+from shared.aws.lean import DYNAMODB, SQS, CredentialsSource, LeanTransport, Service, no_credentials
+from shared.aws.sqs import LeanSqs
 from shared.settings import Settings
+
+if TYPE_CHECKING:  # types-aiobotocore is a development dependency: types only
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_sqs import SQSClient
 
 # Any non-empty credentials satisfy moto and LocalStack; real AWS uses the normal chain.
 _LOCAL_CREDENTIALS = ("local", "local")
 
+try:
+    _VERSION = version("triggers-api")
+except PackageNotFoundError:  # running from a source tree never installed
+    _VERSION = "0.0.0"
+# What the lean transport sends before botocore's own User-Agent: AWS-side request logs
+# (CloudTrail data events, support cases) tell the lean calls and their version apart.
+LEAN_USER_AGENT_PREFIX = f"triggers-api/{_VERSION} lean"
+
 
 @dataclass(frozen=True, slots=True)
 class AwsClients:
-    sqs: SQSClient
-    dynamodb: DynamoDBClient
+    """The two clients: typed hot operations on the lean transport, ``.admin`` for the rest."""
+
+    sqs: LeanSqs
+    dynamodb: LeanDynamoDB
 
 
 # AWS requests this process sent, by "service.Operation" (retries included): the cost
@@ -112,42 +128,67 @@ async def _lean(
 ) -> AwsClients:
     """The clients the code uses: lean on hot operations (see shared/aws/lean.py)."""
     sqs, dynamodb = clients
+    credentials = await _credentials_source(session, settings)
+    tls = tls_context(session)
+
+    def transport(service: Service, client: SQSClient | DynamoDBClient, *, long_poll: bool) -> LeanTransport:
+        # The endpoint botocore resolved for the client (settings, AWS_ENDPOINT_URL_<SERVICE>,
+        # the config file, FIPS and dual-stack flags, the region's partition): hot and cold
+        # calls of one client go to one place.
+        url = client.meta.endpoint_url.rstrip("/") + "/"
+        http = Http1Pool(
+            url,
+            limit=pool_size,
+            connect_timeout_s=settings.aws_connect_timeout_s,
+            read_timeout_s=_read_timeout_s(settings, long_poll=long_poll),
+            ssl_context=tls,
+        )
+        stack.callback(http.close)
+        return LeanTransport(
+            service,
+            http,
+            url=url,
+            region=client.meta.region_name,
+            credentials=credentials,
+            max_attempts=settings.aws_max_attempts,
+            on_request=lambda operation: AWS_REQUESTS.update((operation,)),
+            user_agent=f"{LEAN_USER_AGENT_PREFIX} {botocore_user_agent(client)}",
+        )
+
+    return AwsClients(
+        sqs=LeanSqs(transport(SQS, sqs, long_poll=True), sqs),
+        dynamodb=LeanDynamoDB(transport(DYNAMODB, dynamodb, long_poll=False), dynamodb),
+    )
+
+
+def tls_context(session: AioSession) -> ssl.SSLContext | None:
+    """How the lean pool verifies https endpoints: the CA bundle botocore would use
+    (``AWS_CA_BUNDLE`` or a profile's ``ca_bundle``, as its ``ca_bundle`` setting resolves),
+    else the system's trust store (None). A deployment behind a TLS-inspecting proxy sets
+    one for both kinds of call at once."""
+    bundle = session.get_config_variable("ca_bundle")
+    return ssl.create_default_context(cafile=bundle) if bundle else None
+
+
+def botocore_user_agent(client: SQSClient | DynamoDBClient) -> str:
+    """The User-Agent botocore sends for ``client`` (session, SDK, OS, language, config), as
+    it stands when the client is made.
+
+    botocore keeps its builder on the client as ``_user_agent_creator`` (since botocore 1.31;
+    the aiobotocore range in pyproject.toml bounds the botocore it brings)."""
+    return str(cast(Any, client)._user_agent_creator.to_string())
+
+
+async def _credentials_source(session: AioSession, settings: Settings) -> CredentialsSource:
+    """Where the lean transports take their credentials from, frozen per call."""
     key_id, secret = _credentials(settings)
     credentials: Any = Credentials(key_id, secret) if key_id and secret else await session.get_credentials()
     if credentials is None:
-        return AwsClients(sqs=sqs, dynamodb=dynamodb)  # no credentials: aiobotocore says so on first use
+        return no_credentials  # as aiobotocore does: every call raises NoCredentialsError
 
     async def frozen() -> Any:
         # aiobotocore's refreshable credentials answer with a coroutine, static ones do not.
         current = credentials.get_frozen_credentials()
         return await current if inspect.isawaitable(current) else current
 
-    def lean(service: Service, fallback: Any, endpoint: str | None, *, long_poll: bool) -> Any:
-        default = f"https://{service.signing_name}.{settings.aws_region}.amazonaws.com"
-        url = (endpoint or default).rstrip("/") + "/"
-        http = Http1Pool(
-            url,
-            limit=pool_size,
-            connect_timeout_s=settings.aws_connect_timeout_s,
-            read_timeout_s=_read_timeout_s(settings, long_poll=long_poll),
-        )
-        stack.callback(http.close)
-        return LeanClient(
-            service,
-            fallback,
-            http,
-            url=url,
-            region=settings.aws_region,
-            credentials=frozen,
-            max_attempts=settings.aws_max_attempts,
-            on_request=lambda operation: AWS_REQUESTS.update((operation,)),
-        )
-
-    # Same methods, same answers, same exceptions: typed as the clients they stand in for.
-    return AwsClients(
-        sqs=cast(SQSClient, lean(SQS, sqs, settings.sqs_endpoint_url or settings.aws_endpoint_url, long_poll=True)),
-        dynamodb=cast(
-            DynamoDBClient,
-            lean(DYNAMODB, dynamodb, settings.dynamodb_endpoint_url or settings.aws_endpoint_url, long_poll=False),
-        ),
-    )
+    return frozen

@@ -35,6 +35,13 @@ def new_event_id(now_ms: int | None = None) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
+def id_floor(ms: int) -> str:
+    """The smallest event id of millisecond ``ms``: every id made in it or later sorts at or
+    after it, every id of an earlier millisecond before it (where a walk by time starts)."""
+    value = ms << _RANDOM_BITS
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
 def is_event_id(value: str) -> bool:
     return EVENT_ID_PATTERN.fullmatch(value) is not None
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import ClientError
-from types_aiobotocore_dynamodb import DynamoDBClient
-from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.errors import AlreadyExists, KeyNotFound
 from shared.keys.model import KeyRecord, KeyStatus, Scope
+
+if TYPE_CHECKING:  # types-aiobotocore is a development dependency: types only
+    from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef
 
 
 class KeyStore(Protocol):
@@ -63,7 +65,7 @@ def _value(value: object) -> AttributeValueTypeDef:
 
 
 class DynamoKeyStore:
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: LeanDynamoDB, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -118,7 +120,7 @@ class DynamoKeyStore:
 
     async def scan(self) -> AsyncIterator[KeyRecord]:
         """Every key record; operators' listing only, never on a request path."""
-        paginator = self._client.get_paginator("scan")
+        paginator = self._client.admin.get_paginator("scan")
         async for page in paginator.paginate(TableName=self._table):
             for item in page.get("Items", []):
                 yield _from_item(item)

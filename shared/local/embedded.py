@@ -1,7 +1,7 @@
-"""Where a running ``triggers up`` tells other ``triggers`` commands its local AWS endpoint.
+"""Where a running ``triggers up`` tells other ``triggers`` commands its local AWS endpoints.
 
 ``triggers up`` writes a small state file; any command started while it runs, with no
-endpoint of its own configured, uses the same endpoint. A state file left by a process that
+endpoint of its own configured, uses the same endpoints. A state file left by a process that
 no longer runs is ignored.
 """
 
@@ -9,13 +9,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
+Backend = Literal["moto", "dynamodb-local"]
+BACKENDS: tuple[Backend, ...] = ("dynamodb-local", "moto")
+
 
 class EmbeddedState(msgspec.Struct, frozen=True):
-    endpoint_url: str
+    """What runs: fields are only ever added, with defaults (a file of an older `up` reads)."""
+
+    endpoint_url: str  # moto's: SQS, and DynamoDB too on the moto backend
     pid: int
+    backend: Backend = "moto"
+    dynamodb_endpoint_url: str | None = None  # DynamoDB Local's, on the dynamodb-local backend
+
+    def endpoint_env(self) -> dict[str, str]:
+        """The settings that send a process's SQS and DynamoDB calls where this state says."""
+        if self.dynamodb_endpoint_url is None:
+            return {"TRIGGERS_AWS_ENDPOINT_URL": self.endpoint_url}
+        return {
+            "TRIGGERS_SQS_ENDPOINT_URL": self.endpoint_url,
+            "TRIGGERS_DYNAMODB_ENDPOINT_URL": self.dynamodb_endpoint_url,
+        }
 
 
 def state_file() -> Path:
@@ -33,27 +50,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_embedded_endpoint() -> str | None:
-    path = state_file()
+def _read() -> EmbeddedState | None:
     try:
-        state = msgspec.json.decode(path.read_bytes(), type=EmbeddedState)
+        return msgspec.json.decode(state_file().read_bytes(), type=EmbeddedState)
     except (OSError, msgspec.DecodeError):
         return None
-    return state.endpoint_url if _alive(state.pid) else None
 
 
-def write_embedded_endpoint(endpoint_url: str) -> Path:
+def read_embedded_state() -> EmbeddedState | None:
+    """The state of a running `triggers up`, or None."""
+    state = _read()
+    return state if state is not None and _alive(state.pid) else None
+
+
+def write_embedded_state(state: EmbeddedState) -> Path:
     path = state_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(msgspec.json.encode(EmbeddedState(endpoint_url, os.getpid())))
+    path.write_bytes(msgspec.json.encode(state))
     return path
 
 
 def clear_embedded_endpoint() -> None:
-    path = state_file()
-    try:
-        state = msgspec.json.decode(path.read_bytes(), type=EmbeddedState)
-    except (OSError, msgspec.DecodeError):
-        return
-    if state.pid == os.getpid():
-        path.unlink(missing_ok=True)
+    state = _read()
+    if state is not None and state.pid == os.getpid():
+        state_file().unlink(missing_ok=True)

@@ -1,6 +1,12 @@
 """The embedded local AWS endpoint behind ``triggers up`` and the tests: moto's server, with
 DynamoDB transactions made isolated and cheap.
 
+Who uses what: ``triggers up`` and the tests run SQS here and DynamoDB on DynamoDB Local
+(shared/local/dynamodb_local.py) by default. moto's DynamoDB, and so the transaction patch
+below, serves only the fallback: ``triggers up`` with no Java or ``--backend moto``, and the
+tests of the data layer that run on both (tests/conftest.py's ``moto_stack``). The granian
+server further down serves SQS on every backend.
+
 moto (5.x) applies a TransactWriteItems item by item and, if a later item fails, restores
 deep copies of every table it touched. Two things follow on a threaded server: a cancelled
 transaction can restore a snapshot taken before another request's write and so erase it

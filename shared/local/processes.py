@@ -79,11 +79,15 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen[bytes] | Non
     raise TimeoutError(f"{url} did not answer within {timeout_s} s")
 
 
-def start_moto(host: str = "127.0.0.1", port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Run moto's server (SQS and DynamoDB on one port) as a child; its endpoint URL."""
+def start_moto(
+    host: str = "127.0.0.1", port: int | None = None, prefix: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run moto's server (SQS and DynamoDB on one port) as a child; its endpoint URL.
+
+    ``prefix`` goes before the command (the benchmarks pin it to a core with ``taskset``)."""
     port = port or free_port(host)
     process = spawn(
-        [sys.executable, "-m", "shared.local.endpoint", "-H", host, "-p", str(port)],
+        [*prefix, sys.executable, "-m", "shared.local.endpoint", "-H", host, "-p", str(port)],
         quiet=True,  # one access-log line per AWS call would drown the services' logs
     )
     endpoint = f"http://{host}:{port}"

@@ -11,7 +11,7 @@ Events older than the event retention: a stored event is removed by TTL at the e
 received before it was stored). So a missing item means "never stored" only for an event
 younger than that; for an older one it may as well mean "stored, acknowledged and expired",
 and sending it again would put an acknowledged event back into the inbox. For such an event
-its dedup claim decides, which outlives the event (writer_worker/store.py, ``_claim_put``):
+its dedup claim decides, which outlives the event (``shared.storage.claims``):
 no claim for its dedup key means it was never stored, and it is replayed; a claim naming it
 means it was stored, one naming another event means another holds its key, and either way
 it is not replayed ("expired"); past the claim's own lifetime nothing can tell, and it is
@@ -30,17 +30,23 @@ import enum
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from botocore.exceptions import ClientError
 
 from shared.aws.clients import AwsClients
+from shared.aws.sqs import SQS_BATCH_ENTRIES
+from shared.contract.dead_letter import dead_letter_attributes, reason_of
 from shared.contract.envelope import QueuedEvent, QueueMessage, decode_message, encode_message
 from shared.settings import Settings
+from shared.storage.claims import CLAIM_EXISTS_PROJECTION, claim_exists_answer, claim_key
+from shared.storage.events import EXISTS_PROJECTION, event_key, exists_answer
 from shared.storage.layout import claim_linger_s, dedup_id
+from shared.storage.reads import BatchGetAnswer, batch_get
 
-SQS_BATCH = 10
+T = TypeVar("T")
+
 # How long a message received for inspection or replay stays hidden from other readers.
 HOLD_S = 60
 # How far the operator's clock may be behind SQS's before a dead letter sent just before the
@@ -119,13 +125,13 @@ class DeadLetterQueue:
 
     async def _url(self, name: str) -> str:
         if name not in self._urls:
-            self._urls[name] = (await self._clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
+            self._urls[name] = (await self._clients.sqs.admin.get_queue_url(QueueName=name))["QueueUrl"]
         return self._urls[name]
 
     async def depth(self, name: str | None = None) -> dict[str, int]:
         url = await self._url(name or self._settings.dead_letter_queue)
         attributes = (
-            await self._clients.sqs.get_queue_attributes(
+            await self._clients.sqs.admin.get_queue_attributes(
                 QueueUrl=url,
                 AttributeNames=[
                     "ApproximateNumberOfMessages",
@@ -147,7 +153,7 @@ class DeadLetterQueue:
         while taken < limit:
             response = await self._clients.sqs.receive_message(
                 QueueUrl=url,
-                MaxNumberOfMessages=min(SQS_BATCH, limit - taken),
+                MaxNumberOfMessages=min(SQS_BATCH_ENTRIES, limit - taken),
                 VisibilityTimeout=HOLD_S,
                 WaitTimeSeconds=1,
                 MessageAttributeNames=["All"],
@@ -173,8 +179,8 @@ class DeadLetterQueue:
         letters: list[DeadLetter] = []
         async for batch in self.receive(limit):
             letters += batch
-        for start in range(0, len(letters), SQS_BATCH):
-            await self.release(letters[start : start + SQS_BATCH])
+        for start in range(0, len(letters), SQS_BATCH_ENTRIES):
+            await self.release(letters[start : start + SQS_BATCH_ENTRIES])
         return letters
 
     async def replay(
@@ -209,25 +215,27 @@ class DeadLetterQueue:
                     outcome, plan = await self._decide(letter, chosen, dry_run)
                     report.outcomes[letter.message_id] = outcome.value
                     if outcome is Outcome.REPLAYED:
-                        await self._clients.sqs.send_message(QueueUrl=events_url, MessageBody=plan.replay_body(letter))
+                        await self._clients.sqs.admin.send_message(
+                            QueueUrl=events_url, MessageBody=plan.replay_body(letter)
+                        )
                         sent_back.update(e.event_id for e in plan.replay)
                         if plan.expired:  # kept, alone, rather than lost with the message
-                            sent = await self._clients.sqs.send_message(
+                            sent = await self._clients.sqs.admin.send_message(
                                 QueueUrl=dlq_url,
                                 MessageBody=encode_message(plan.expired),
-                                MessageAttributes={
-                                    "failure_reason": {"DataType": "String", "StringValue": EXPIRED_REASON}
-                                },
+                                MessageAttributes=dead_letter_attributes(EXPIRED_REASON),  # type: ignore[arg-type]
                             )
                             set_apart.add(sent["MessageId"])
                     if outcome in (Outcome.REPLAYED, Outcome.DUPLICATE) and not dry_run:
-                        await self._clients.sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle)
+                        await self._clients.sqs.admin.delete_message(
+                            QueueUrl=dlq_url, ReceiptHandle=letter.receipt_handle
+                        )
                     else:
                         kept.append(letter)
                 progress(len(fresh))
         finally:
-            for start in range(0, len(kept), SQS_BATCH):
-                await self.release(kept[start : start + SQS_BATCH])
+            for start in range(0, len(kept), SQS_BATCH_ENTRIES):
+                await self.release(kept[start : start + SQS_BATCH_ENTRIES])
         return report
 
     async def _decide(self, letter: DeadLetter, chosen: ReplayFilter, dry_run: bool) -> tuple[Outcome, _Plan]:
@@ -247,37 +255,58 @@ class DeadLetterQueue:
         oldest_us = now_us - self._settings.event_retention_s * 1_000_000
         # A claim is kept until this long after its event was received (its TTL).
         claim_lives_us = (self._settings.dedup_window_s + claim_linger_s(self._settings.event_retention_s)) * 1_000_000
+        stored = await self._stored(message.events)
+        unknown = [e for e in message.events if (e.account_id, e.event_id) not in stored]
+        # Past retention, a missing event may have expired: its claim decides (module docstring).
+        old = [e for e in unknown if e.received_at_us <= oldest_us and e.received_at_us + claim_lives_us > now_us]
+        claimed = await self._claimed(old)
         for event in message.events:
-            if await self._stored(event):
+            if (event.account_id, event.event_id) in stored:
                 plan.stored.append(event)
             elif event.received_at_us > oldest_us:
                 plan.replay.append(event)
-            elif event.received_at_us + claim_lives_us > now_us and not await self._claimed(event):
+            elif event.received_at_us + claim_lives_us > now_us and _claim_id(event) not in claimed:
                 plan.replay.append(event)  # past retention, but its dedup key was never claimed
             else:
                 plan.expired.append(event)
         return plan
 
-    async def _claimed(self, event: QueuedEvent) -> bool:
-        """Does a dedup claim exist for the event's key (naming it, or another event)?"""
-        key = {"dedup_id": {"S": dedup_id(event.account_id, event.dedup_key())}}
-        return await self._exists(self._settings.dedup_table, key)
+    async def _stored(self, events: list[QueuedEvent]) -> set[tuple[str, str]]:
+        """The (account, event id) of those events that are stored."""
+        keys = [
+            event_key(account, event_id) for account, event_id in sorted({(e.account_id, e.event_id) for e in events})
+        ]
+        found = await self._existing(self._settings.events_table, keys, EXISTS_PROJECTION, exists_answer)
+        return {(item.account_id.S, item.event_id.S) for item in found}
 
-    async def _stored(self, event: QueuedEvent) -> bool:
-        key = {"account_id": {"S": event.account_id}, "event_id": {"S": event.event_id}}
-        return await self._exists(self._settings.events_table, key)
+    async def _claimed(self, events: list[QueuedEvent]) -> set[str]:
+        """The dedup claims that exist for these events' keys (naming them, or other events)."""
+        keys = [claim_key(claim) for claim in sorted({_claim_id(e) for e in events})]
+        found = await self._existing(self._settings.dedup_table, keys, CLAIM_EXISTS_PROJECTION, claim_exists_answer)
+        return {item.dedup_id.S for item in found}
 
-    async def _exists(self, table: str, key: dict[str, Any]) -> bool:
-        """One consistent read; a key DynamoDB refuses (an empty id or account) names nothing."""
+    async def _existing(
+        self, table: str, keys: list[dict[str, Any]], projection: str, answer: msgspec.json.Decoder[BatchGetAnswer[T]]
+    ) -> list[T]:
+        """Consistent batch reads (distinct keys); a key DynamoDB refuses (an empty id or account)
+        names nothing: a refused batch is read again key by key, to set that key aside."""
+        if not keys:
+            return []
         try:
-            response = await self._clients.dynamodb.get_item(
-                TableName=table, Key=key, ProjectionExpression=next(iter(key)), ConsistentRead=True
-            )
+            return await batch_get(self._clients.dynamodb, table, keys, projection, answer)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ValidationException":
                 raise
-            return False
-        return "Item" in response
+            if len(keys) == 1:
+                return []
+        found: list[T] = []
+        for key in keys:
+            found += await self._existing(table, [key], projection, answer)
+        return found
+
+
+def _claim_id(event: QueuedEvent) -> str:
+    return dedup_id(event.account_id, event.dedup_key())
 
 
 EXPIRED_REASON = (
@@ -313,7 +342,7 @@ def _dead_letter(message: Any) -> DeadLetter:
     except msgspec.DecodeError:
         decoded = None
     attributes = message.get("MessageAttributes", {})
-    reason = attributes.get("failure_reason", {}).get("StringValue", "redriven by SQS after maxReceiveCount")
+    reason = reason_of(attributes)
     sent_ms = int(message.get("Attributes", {}).get("SentTimestamp", "0"))
     return DeadLetter(
         message_id=message["MessageId"],

@@ -18,9 +18,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from shared.aws.clients import AwsClients
 from shared.settings import Settings
-from shared.storage.layout import SEP, counter_key, inbox_position
+from shared.storage.counters import counter_item, legacy_count
+from shared.storage.events import position_legacy, unpositioned_scan
+from shared.storage.layout import SEP
 
 MIGRATED_SHARD = -1
 
@@ -35,20 +39,21 @@ async def migrate_counters(settings: Settings, clients: AwsClients) -> int:
     """Sum the legacy shards into the counts table; how many counters were carried over."""
     dynamodb = clients.dynamodb
     try:
-        await dynamodb.describe_table(TableName=settings.legacy_counters_table)
-    except dynamodb.exceptions.ResourceNotFoundException:
+        await dynamodb.admin.describe_table(TableName=settings.legacy_counters_table)
+    except dynamodb.admin.exceptions.ResourceNotFoundException:
         return 0  # created by 0.2 or later: nothing to carry over
     totals: defaultdict[str, int] = defaultdict(int)
     scan: dict[str, Any] = {"TableName": settings.legacy_counters_table, "ConsistentRead": True}
     while True:  # an operator's one-off: a Scan is what it takes to read every counter
-        page = await dynamodb.scan(**scan)
+        page = await dynamodb.admin.scan(**scan)
         for item in page.get("Items", []):
-            totals[legacy_counter(item["counter_id"]["S"])] += int(item.get("n", {}).get("N", "0"))
+            legacy_id, n = legacy_count(item)
+            totals[legacy_counter(legacy_id)] += n
         if "LastEvaluatedKey" not in page:
             break
         scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     for counter, total in totals.items():
-        migrated: Any = {**counter_key(counter, MIGRATED_SHARD), "n": {"N": str(total)}}
+        migrated: Any = counter_item(counter, MIGRATED_SHARD, total)
         await dynamodb.put_item(TableName=settings.counters_table, Item=migrated)
     return len(totals)
 
@@ -75,15 +80,10 @@ async def migrate_inbox_positions(
     meanwhile.
     """
     dynamodb = clients.dynamodb
-    scan: dict[str, Any] = {
-        "TableName": settings.events_table,
-        "FilterExpression": "attribute_exists(inbox_pk) AND attribute_not_exists(inbox_pos)",
-        "ProjectionExpression": "account_id, event_id",
-        "Limit": POSITIONS_SCAN_PAGE,
-    }
+    scan: dict[str, Any] = unpositioned_scan(settings.events_table, POSITIONS_SCAN_PAGE)
     scanned = stamped = 0
     while True:  # an operator's one-off: a Scan is what it takes to find every such event
-        page = await dynamodb.scan(**scan)
+        page = await dynamodb.admin.scan(**scan)
         for item in page.get("Items", []):
             stamped += await _stamp_legacy(settings, clients, item, clock_us())
         scanned += page.get("ScannedCount", 0)
@@ -94,15 +94,11 @@ async def migrate_inbox_positions(
 
 
 async def _stamp_legacy(settings: Settings, clients: AwsClients, item: dict[str, Any], stamp_us: int) -> int:
-    position = inbox_position(stamp_us, item["event_id"]["S"])
+    update: Any = position_legacy(settings.events_table, item, stamp_us)
     try:
-        await clients.dynamodb.update_item(
-            TableName=settings.events_table,
-            Key={"account_id": item["account_id"], "event_id": item["event_id"]},
-            UpdateExpression="SET inbox_pos = :pos",
-            ConditionExpression="attribute_exists(inbox_pk) AND attribute_not_exists(inbox_pos)",
-            ExpressionAttributeValues={":pos": {"S": position}},
-        )
-    except clients.dynamodb.exceptions.ConditionalCheckFailedException:
+        await clients.dynamodb.update_item(**update)
+    except ClientError as exc:  # the lean client raises ClientError itself, not botocore's modeled subclasses
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
         return 0  # acknowledged or stamped meanwhile
     return 1

@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
-from types_aiobotocore_dynamodb.type_defs import (
-    AttributeDefinitionTypeDef,
-    GlobalSecondaryIndexTypeDef,
-    KeySchemaElementTypeDef,
-)
 
 from shared.aws.clients import AwsClients
 from shared.settings import Settings
-from shared.storage.layout import INBOX_BY_TYPE_INDEX, INBOX_BY_TYPE_POS_INDEX, INBOX_INDEX, INBOX_POS_INDEX
+from shared.storage.layout import (
+    INBOX_BY_TYPE_INDEX,
+    INBOX_BY_TYPE_POS_INDEX,
+    INBOX_INDEX,
+    INBOX_POS_INDEX,
+    JOBS_INDEX,
+)
+
+if TYPE_CHECKING:  # types-aiobotocore is a development dependency: types only
+    from types_aiobotocore_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
+        KeySchemaElementTypeDef,
+    )
 
 TABLE_ACTIVE_TIMEOUT_S = 60.0
 QUEUE_MAXIMUM_MESSAGE_SIZE = 1024 * 1024  # bytes; SQS's largest
@@ -81,6 +89,19 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
             "AttributeDefinitions": _attrs("counter_id") + _attrs("shard_index", kind="N"),
             "ttl": None,
         },
+        {
+            "TableName": settings.consumers_table,
+            "KeySchema": _key(("account_id", "HASH"), ("name", "RANGE")),
+            "AttributeDefinitions": _attrs("account_id", "name", "job_pk") + _attrs("job_due_us", kind="N"),
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": JOBS_INDEX,
+                    "KeySchema": _key(("job_pk", "HASH"), ("job_due_us", "RANGE")),
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            "ttl": None,
+        },
     ]
 
 
@@ -101,9 +122,9 @@ async def _ensure_queues(settings: Settings, clients: AwsClients, report: Callab
     dlq_url = await _ensure_queue(
         clients, settings.dead_letter_queue, {"MessageRetentionPeriod": retention, "MaximumMessageSize": size}
     )
-    dlq_arn = (await clients.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))["Attributes"][
-        "QueueArn"
-    ]
+    dlq_arn = (await clients.sqs.admin.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]))[
+        "Attributes"
+    ]["QueueArn"]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.queue_max_receive_count}
     await _ensure_queue(
         clients,
@@ -120,12 +141,12 @@ async def _ensure_queues(settings: Settings, clients: AwsClients, report: Callab
 
 async def _ensure_queue(clients: AwsClients, name: str, attributes: dict[str, str]) -> str:
     try:
-        url = (await clients.sqs.get_queue_url(QueueName=name))["QueueUrl"]
+        url = (await clients.sqs.admin.get_queue_url(QueueName=name))["QueueUrl"]
     except ClientError as exc:
         if "NonExistentQueue" not in exc.response["Error"]["Code"]:
             raise
-        return (await clients.sqs.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]  # type: ignore[arg-type]
-    await clients.sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
+        return (await clients.sqs.admin.create_queue(QueueName=name, Attributes=attributes))["QueueUrl"]  # type: ignore[arg-type]
+    await clients.sqs.admin.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
     return url
 
 
@@ -133,9 +154,9 @@ async def _ensure_table(clients: AwsClients, spec: dict[str, Any], report: Calla
     ttl_attribute = spec.pop("ttl")
     name = spec["TableName"]
     try:
-        await clients.dynamodb.describe_table(TableName=name)
-    except clients.dynamodb.exceptions.ResourceNotFoundException:
-        await clients.dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **spec)
+        await clients.dynamodb.admin.describe_table(TableName=name)
+    except clients.dynamodb.admin.exceptions.ResourceNotFoundException:
+        await clients.dynamodb.admin.create_table(BillingMode="PAY_PER_REQUEST", **spec)
         report(f"table created: {name}")
     await _wait_active(clients, name, report)
     await _ensure_indexes(clients, spec, report)
@@ -151,12 +172,12 @@ async def _ensure_indexes(clients: AwsClients, spec: dict[str, Any], report: Cal
     """
     name = spec["TableName"]
     for index in spec.get("GlobalSecondaryIndexes", []):
-        table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
+        table = (await clients.dynamodb.admin.describe_table(TableName=name))["Table"]
         existing = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])}
         if index["IndexName"] in existing:
             continue
         wanted = {k["AttributeName"] for k in index["KeySchema"]}
-        await clients.dynamodb.update_table(
+        await clients.dynamodb.admin.update_table(
             TableName=name,
             AttributeDefinitions=[a for a in spec["AttributeDefinitions"] if a["AttributeName"] in wanted],
             GlobalSecondaryIndexUpdates=[{"Create": index}],
@@ -172,7 +193,7 @@ async def _wait_active(clients: AwsClients, name: str, report: Callable[[str], N
     reported = started
     poll = _POLL_S
     while True:
-        table = (await clients.dynamodb.describe_table(TableName=name))["Table"]
+        table = (await clients.dynamodb.admin.describe_table(TableName=name))["Table"]
         building = [i for i in table.get("GlobalSecondaryIndexes", []) if i.get("IndexStatus", "ACTIVE") != "ACTIVE"]
         if table.get("TableStatus") == "ACTIVE" and not building:
             return
@@ -197,10 +218,10 @@ def _index_progress(index: Any) -> str:
 
 
 async def _ensure_ttl(clients: AwsClients, name: str, attribute: str) -> None:
-    described = await clients.dynamodb.describe_time_to_live(TableName=name)
+    described = await clients.dynamodb.admin.describe_time_to_live(TableName=name)
     status = described.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
     if status in ("ENABLED", "ENABLING"):
         return
-    await clients.dynamodb.update_time_to_live(
+    await clients.dynamodb.admin.update_time_to_live(
         TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
     )

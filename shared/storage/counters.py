@@ -6,6 +6,10 @@ counter writes never collide keeps one item, and its count reads one small item.
 transaction touching an account's counter is cancelled by a conflict, this process sends
 that account's counter writes to a random shard for ``CONTENDED_FOR_S``: a busy account
 spreads over ``TRIGGERS_COUNTER_SHARDS`` items, which concurrent transactions rarely share.
+
+This module owns the counter item (``counter_id``, ``shard_index``, ``n``): the writer's and
+the acknowledgements' updates, the inbox's count Query and what it decodes, the migration's
+items. Nothing else spells its attributes.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from shared.storage.layout import counter_key
+import msgspec
+
+from shared.storage.attributes import NumberValue
+from shared.storage.transactions import CONFLICT, Cancellation, Role
 
 # How long an account whose counter writes conflicted keeps writing to random shards: long
 # enough to cover a burst, short enough that a quiet account goes back to one shard.
 CONTENDED_FOR_S = 60.0
 # Accounts remembered as contended, per process; the least recently marked go first.
 CONTENDED_REMEMBERED = 4096
-# Cancellation reasons of an item over its partition's throughput.
-THROTTLE_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
 
 
 class ShardChooser:
@@ -40,23 +45,17 @@ class ShardChooser:
             return random.randrange(self._shards)
         return 0
 
-    def cancelled(
-        self, reasons: list[Any], accounts: Iterable[str], counters: Sequence[str | None] | None = None
-    ) -> None:
-        """A transaction writing these accounts' counters was cancelled for ``reasons``.
+    def cancelled(self, cancellations: Sequence[Cancellation[Any]], accounts: Iterable[str]) -> None:
+        """A transaction writing these accounts' counters was cancelled, for these reasons.
 
-        ``counters`` names, item by item, the account whose counter the item updates (None
-        for other items). A conflict spreads every account of the transaction; a throttled
-        counter item spreads its own account (its one shard is over its partition's rate),
-        or every account when the items are not named.
+        A conflict spreads every account of the transaction; a throttled counter item
+        spreads its own account (its one shard is over its partition's rate).
         """
-        if any(r.get("Code") == "TransactionConflict" for r in reasons):
+        if any(c.code == CONFLICT for c in cancellations):
             self.contended(accounts)
-        throttled = [i for i, r in enumerate(reasons) if r.get("Code") in THROTTLE_REASONS]
-        if throttled and counters is None:
-            self.contended(accounts)
-        elif throttled and counters is not None:
-            self.contended({a for i in throttled if i < len(counters) and (a := counters[i]) is not None})
+        throttled = {c.item.account for c in cancellations if c.throttled and c.item.role is Role.COUNTER}
+        if throttled:
+            self.contended(throttled)
 
     def contended(self, accounts: Iterable[str]) -> None:
         """These accounts' counter writes just conflicted with another transaction."""
@@ -68,6 +67,11 @@ class ShardChooser:
             self._contended.popitem(last=False)
 
 
+def counter_key(counter: str, shard: int) -> dict[str, dict[str, str]]:
+    """One shard of a counter, as a DynamoDB key."""
+    return {"counter_id": {"S": counter}, "shard_index": {"N": str(shard)}}
+
+
 def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, Any]:
     """A transaction's update adding ``delta`` (negative to subtract) to one shard."""
     return {
@@ -76,3 +80,51 @@ def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, A
         "UpdateExpression": "ADD n :d",
         "ExpressionAttributeValues": {":d": {"N": str(delta)}},
     }
+
+
+def counter_probe(table: str, counter: str) -> dict[str, Any]:
+    """A known-good counter update that can never apply: its key never exists (the writer's probe)."""
+    return {**counter_add(table, counter, 0, 1), "ConditionExpression": "attribute_exists(counter_id)"}
+
+
+def count_query(table: str, counter: str) -> dict[str, Any]:
+    """The consistent Query of every shard of a counter, reading only the counts."""
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "counter_id = :c",
+        "ExpressionAttributeValues": {":c": {"S": counter}},
+        "ProjectionExpression": "n",
+        "ConsistentRead": True,
+    }
+
+
+def shard_keys_query(table: str, counter: str) -> dict[str, Any]:
+    """``count_query`` reading the keys of the counter's shards: what deleting a counter deletes."""
+    return {**count_query(table, counter), "ProjectionExpression": "counter_id, shard_index"}
+
+
+class CounterItem(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
+    n: NumberValue | None = None
+
+
+class CountAnswer(msgspec.Struct, frozen=True):
+    """A ``count_query`` answer, decoded straight from the wire."""
+
+    Items: list[CounterItem] = []
+    LastEvaluatedKey: dict[str, Any] | None = None
+
+    def total(self) -> int:
+        return sum(i.n.N for i in self.Items if i.n is not None)
+
+
+count_answer = msgspec.json.Decoder(CountAnswer, strict=False)
+
+
+def counter_item(counter: str, shard: int, n: int) -> dict[str, Any]:
+    """A whole shard item holding ``n`` (the migration's carried-over sum)."""
+    return {**counter_key(counter, shard), "n": {"N": str(n)}}
+
+
+def legacy_count(item: dict[str, Any]) -> tuple[str, int]:
+    """A pre-0.2 counter item (one item per shard): its id and its count."""
+    return item["counter_id"]["S"], int(item.get("n", {}).get("N", "0"))

@@ -15,6 +15,13 @@ events table  (pk ``account_id``, sk ``event_id``): one item per stored event, p
     Acknowledging removes the partition keys, which drops the event from all four indexes.
 dedup table   (pk ``dedup_id`` = account|dedup key): which event first claimed a key, and until
     when (``window_ends_us``); TTL ``expires_at`` removes it after the window.
+consumers table (pk ``account_id``, sk ``name``): an account's named consumers, and one
+    ``#account`` item counting them (``shared.storage.consumers``). GSI ``jobs`` (sparse:
+    ``job_pk``, ``job_due_us``): consumers with a backfill or a clean-up to run.
+    A named consumer's events are copies of the account's event items under the partition
+    ``consumer_partition`` (``c:name#generation|account``) of the events table: its inbox,
+    counters, cursors and acknowledgements are those of an account of that id. No account
+    id contains ``:`` or ``|``, so no key derived from it meets one derived from an account.
 counts table  (pk ``counter_id`` = account[|t:type], sk ``shard_index``): undelivered counts. A
     counter is an item collection: a count is the sum of its shards, read with one
     consistent Query; writes spread over shards only where they contend
@@ -31,6 +38,7 @@ from shared.contract.ids import is_event_id
 TRANSACTION_MAX_ITEMS = 100
 
 INBOX_INDEX = "inbox"
+JOBS_INDEX = "jobs"
 INBOX_BY_TYPE_INDEX = "inbox_by_type"
 # Sorted by inbox position; what the inbox pages on since 0.3. The two above stay while a 0.2
 # inbox may still run (docs/operations.md, "Upgrading").
@@ -89,11 +97,12 @@ def dedup_id(account_id: str, dedup_key: str) -> str:
     return f"{account_id}{SEP}{dedup_key}"
 
 
+def consumer_partition(account_id: str, name: str, generation: str) -> str:
+    """Where a named consumer's copies of the account's events live (the events table's
+    ``account_id``); each creation of a name has its own generation, so its own partition."""
+    return f"c:{name}{SHARD_SEP}{generation}{SEP}{account_id}"
+
+
 def counter_id(account_id: str, event_type: str | None = None) -> str:
     """The account's total count is ``account``; a count per type is ``account|t:type``."""
     return account_id if event_type is None else f"{account_id}{SEP}t:{event_type}"
-
-
-def counter_key(counter: str, shard: int) -> dict[str, dict[str, str]]:
-    """One shard of a counter, as a DynamoDB key."""
-    return {"counter_id": {"S": counter}, "shard_index": {"N": str(shard)}}

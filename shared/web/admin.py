@@ -11,6 +11,10 @@ A minimal HTTP/1.x server: read one request head (bounded in size and time), ans
 the connection. Scrapers and health checks send nothing else. It shares the worker's file
 descriptors and loop with the public listener, so it holds at most ``MAX_CONNECTIONS`` at
 once and closes any beyond at once: idle connections cannot starve the API.
+
+Its routes are declared like the public ones (shared/web/routes.py: ``Route``, here with
+handlers that take nothing and give an ``Answer``); its few error answers come from the
+table of shared/errors.py.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import structlog
+
+from shared.errors import BAD_REQUEST, METHOD_NOT_ALLOWED, NOT_FOUND, ErrorAnswer
+from shared.web.routes import Route
 
 log = structlog.get_logger()
 
@@ -31,7 +39,6 @@ WRITE_TIMEOUT_S = 5.0  # a client that does not read its answer does not hold a 
 MAX_CONNECTIONS = 32
 NO_ANSWER = 0  # the status logged for a connection closed without an answer
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-_BAD_REQUEST = b'{"status":400,"error_code":"BAD_REQUEST","message":"Not an HTTP/1 request head."}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +49,31 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Route = Callable[[], Awaitable[Answer]]
+AdminHandler = Callable[[], Awaitable[Answer]]
+
+
+class _Error(msgspec.Struct):
+    status: int
+    error_code: str
+    message: str
+
+
+def _error(answer: ErrorAnswer, message: str) -> Answer:
+    return Answer(answer.status, msgspec.json.encode(_Error(answer.status, answer.code, message)))
+
+
+_BAD_REQUEST = _error(BAD_REQUEST, "Not an HTTP/1 request head.")
+_NOT_FOUND = _error(NOT_FOUND, "No such admin path.")
 
 
 class AdminServer:
-    def __init__(self, routes: dict[str, Route], max_connections: int = MAX_CONNECTIONS) -> None:
-        self._routes = routes
+    def __init__(
+        self, routes: Sequence[Route] | Mapping[str, AdminHandler], max_connections: int = MAX_CONNECTIONS
+    ) -> None:
+        """``routes``: their declarations, or (tests) handlers by path, each answering GET."""
+        if isinstance(routes, Mapping):
+            routes = [Route("get", path, "", handler, 200) for path, handler in routes.items()]
+        self._routes = {route.path: route for route in routes}
         self._server: asyncio.Server | None = None
         self._max_connections = max_connections
         self._open = 0
@@ -90,12 +116,12 @@ class AdminServer:
             try:
                 method, path = _request_line(head)
             except ValueError:
-                answer = Answer(400, _BAD_REQUEST)
+                answer = _BAD_REQUEST
             else:
                 answer = await self._answer(method, path)
             status = await _send(writer, answer, include_body=method != "HEAD")
         except asyncio.LimitOverrunError:  # a head over MAX_HEAD_BYTES
-            status = await _send(writer, Answer(400, _BAD_REQUEST), include_body=True)
+            status = await _send(writer, _BAD_REQUEST, include_body=True)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass  # too slow, or the client went away: nothing to answer
         finally:
@@ -114,10 +140,12 @@ class AdminServer:
     async def _answer(self, method: str, path: str) -> Answer:
         route = self._routes.get(path)
         if route is None:
-            return Answer(404, b'{"status":404,"error_code":"NOT_FOUND","message":"No such admin path."}')
-        if method not in ("GET", "HEAD"):
-            return Answer(405, b'{"status":405,"error_code":"METHOD_NOT_ALLOWED","message":"GET only."}')
-        return await route()
+            return _NOT_FOUND
+        allowed = route.method.upper()
+        if method != allowed and not (method == "HEAD" and allowed == "GET"):
+            return _error(METHOD_NOT_ALLOWED, f"{allowed} only.")
+        answer: Answer = await route.handler()
+        return answer
 
 
 async def _send(writer: asyncio.StreamWriter, answer: Answer, *, include_body: bool) -> int:

@@ -1,8 +1,8 @@
-"""What both HTTP services share: error mapping, request ids, the canonical log line, health
+"""What both HTTP services share: error answers, request ids, the canonical log line, health
 (/status here, /ready and /metrics on the admin listener, shared/web/admin.py).
 
-Errors are mapped to HTTP here and nowhere else. Every response carries ``X-Request-ID``;
-every error body has the contract's shape.
+Errors become HTTP answers here and nowhere else, through the table of shared/errors.py.
+Every response carries ``X-Request-ID``; every error body has the contract's shape.
 """
 
 from __future__ import annotations
@@ -12,23 +12,23 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, ExceptionHandlersMap, Message, Receive, Scope, Send
 
 from shared.contract.ids import sanitize_request_id
-from shared.errors import AppError, ErrorDetail, ValidationError
+from shared.errors import INTERNAL_ERROR, SERVICE_UNAVAILABLE, AppError, ErrorAnswer, ErrorDetail, answer_for
 from shared.observability.metrics import HTTP_REQUESTS, HTTP_SECONDS, exposition
 from shared.runtime import die_with_parent, tune_gc
 from shared.settings import get_settings
 from shared.web.admin import AdminServer, Answer, SharedCheck
+from shared.web.routes import Content, Route, RouteGroup
 
 log = structlog.get_logger()
 
@@ -53,18 +53,6 @@ class ErrorBody(msgspec.Struct, frozen=True):
     correlation_id: str
 
 
-_HTTP_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    403: "FORBIDDEN",
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE",
-    429: "RATE_LIMITED",
-}
-
-
 def client_address(scope: Scope, trusted_proxy_hops: int) -> str:
     """Who sent the request: the TCP peer, or the address the trusted proxies recorded."""
     if trusted_proxy_hops > 0:
@@ -75,20 +63,6 @@ def client_address(scope: Scope, trusted_proxy_hops: int) -> str:
                 return hops[-trusted_proxy_hops]
     client = scope.get("client")
     return str(client[0]) if client else ""
-
-
-def refuse_unknown_query(scope: Scope, allowed: frozenset[str] = frozenset()) -> None:
-    """400 for query parameters a route does not take: a misspelt filter (``?evnet_type=``)
-    would otherwise page through the whole inbox, and a consumer acknowledge what it never
-    meant to handle."""
-    raw: bytes = scope.get("query_string", b"")
-    if not raw:
-        return
-    names = {name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
-    unknown = sorted(names - allowed)
-    if unknown:
-        details = [ErrorDetail(name[:100], "Unknown query parameter.") for name in unknown[:10]]
-        raise ValidationError("Unknown query parameters.", details)
 
 
 def request_id_of(scope: Scope) -> str:
@@ -102,21 +76,23 @@ def json_answer(value: msgspec.Struct, status_code: int = 200) -> ASGIResponse:
     """A hot route's answer, encoded by msgspec into an ASGI response.
 
     Returning the struct would have Litestar build a Response, then convert it, per request,
-    for the same bytes (~13 µs on the edge). The OpenAPI documents are written out, so the
-    route's return annotation does not describe the body; each document names the struct.
+    for the same bytes (~13 µs on the edge). The OpenAPI documents come from the route
+    declarations (shared/web/routes.py), which name the struct, not from return annotations.
     """
     return ASGIResponse(body=_answer_encoder.encode(value), status_code=status_code, media_type="application/json")
 
 
 def error_response(
-    scope: Scope, status: int, code: str, message: str, details: list[ErrorDetail] | None = None
+    scope: Scope, answer: ErrorAnswer, message: str, details: list[ErrorDetail] | None = None, status: int = 0
 ) -> Response[ErrorBody]:
-    body = ErrorBody(status, code, message, details or [], request_id_of(scope))
+    """``answer``'s body; ``status`` only for a status the table does not hold (HTTP_ERROR)."""
+    status = status or answer.status
+    body = ErrorBody(status, answer.code, message, details or [], request_id_of(scope))
     return Response(body, status_code=status, media_type="application/json")
 
 
 def _app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[ErrorBody]:
-    response = error_response(request.scope, exc.status, exc.error_code, exc.message, exc.details)
+    response = error_response(request.scope, exc.answer, exc.message, exc.details)
     response.headers.update(exc.headers)
     return response
 
@@ -132,8 +108,7 @@ def _litestar_error(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
             for item in exc.extra
             if isinstance(item, dict)
         ]
-    code = "VALIDATION_ERROR" if status == 400 else _HTTP_CODES.get(status, "HTTP_ERROR")
-    response = error_response(request.scope, status, code, exc.detail, details)
+    response = error_response(request.scope, answer_for(status), exc.detail, details, status)
     if exc.headers:
         response.headers.update(exc.headers)
     return response
@@ -159,7 +134,7 @@ def _aws_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Erro
         if code not in _UNAVAILABLE_CODES and status < 500:
             return _internal_error(request, exc)
     log.warning("dependency_unavailable", error=type(exc).__name__)
-    response = error_response(request.scope, 503, "SERVICE_UNAVAILABLE", "A dependency is unavailable; retry.")
+    response = error_response(request.scope, SERVICE_UNAVAILABLE, "A dependency is unavailable; retry.")
     response.headers["Retry-After"] = "1"
     return response
 
@@ -167,7 +142,7 @@ def _aws_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Erro
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     # The type and traceback go to the log; the client sees only the correlation id.
     log.error("unhandled_error", error=type(exc).__name__, exc_info=exc)
-    return error_response(request.scope, 500, "INTERNAL_ERROR", "Internal error; quote the correlation id.")
+    return error_response(request.scope, INTERNAL_ERROR, "Internal error; quote the correlation id.")
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
@@ -245,15 +220,15 @@ def request_context_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def with_request_context(app: Litestar) -> Litestar:
+def with_request_context(app: Litestar, ready_check: ReadyCheck | None = None) -> Litestar:
     """Put ``request_context_middleware`` around the whole app, routing included, and give
-    the app its admin listener (shared/web/admin.py: /metrics, /ready, /status).
+    the app its admin listener (shared/web/admin.py: /metrics, /ready running
+    ``ready_check``, /status).
 
     In Litestar's ``middleware=`` list it would wrap matched routes only, so a 404 or 405
     for an unknown path would go out without X-Request-ID and without a log line.
     """
     app.asgi_handler = request_context_middleware(app.asgi_handler)
-    ready_check = _ready_check_of(app)
     if ready_check is not None:
         admin = _admin_server(app, ready_check)
 
@@ -287,37 +262,22 @@ def worker_startup(app: Litestar) -> None:
 
 
 ReadyCheck = Callable[[Litestar], Awaitable[None]]
-_OPT_READY_CHECK = "triggers_ready_check"
+STATUS_EXAMPLE = {"status": "ok", "version": VERSION, "uptime_seconds": 12.5}
 
 
-def health_handlers(ready_check: ReadyCheck) -> list[Any]:
-    """GET /status on the public listener (no dependency touched).
+def health_routes() -> RouteGroup:
+    """GET /status on the public listener: liveness, no dependency touched, no key asked.
 
-    ``ready_check`` (the AWS dependencies) is what GET /ready on the admin listener runs;
-    it rides on the route's ``opt`` so that ``with_request_context`` finds it.
+    GET /ready (the AWS dependencies) and GET /metrics are on the admin listener only
+    (``_admin_server``), so they are not part of the public document.
     """
     started = time.monotonic()
 
-    @get(
-        "/status",
-        sync_to_thread=False,
-        tags=["health"],
-        summary="Liveness; touches nothing",
-        opt={_OPT_READY_CHECK: ready_check},
-    )
     def status() -> Status:
         return Status("ok", VERSION, round(time.monotonic() - started, 3))
 
-    return [status]
-
-
-def _ready_check_of(app: Litestar) -> ReadyCheck | None:
-    for route in app.routes:
-        for handler in getattr(route, "route_handlers", ()):
-            check: ReadyCheck | None = handler.opt.get(_OPT_READY_CHECK)
-            if check is not None:
-                return check
-    return None
+    answer = Content(Status, STATUS_EXAMPLE)
+    return RouteGroup("health", (Route("get", "/status", "Liveness; touches no dependency", status, 200, answer),))
 
 
 _status_encoder = msgspec.json.Encoder()
@@ -344,7 +304,19 @@ def _admin_server(app: Litestar, ready_check: ReadyCheck) -> AdminServer:
         body, content_type = exposition()
         return Answer(200, body, content_type)
 
-    return AdminServer({"/status": status, "/ready": SharedCheck(ready, READY_CACHE_S), "/metrics": metrics})
+    return AdminServer(
+        [
+            Route("get", "/status", "Liveness; touches no dependency", status, 200),
+            Route(
+                "get",
+                "/ready",
+                "Readiness: the service's AWS dependencies answer",
+                SharedCheck(ready, READY_CACHE_S),
+                200,
+            ),
+            Route("get", "/metrics", "Prometheus metrics", metrics, 200),
+        ]
+    )
 
 
 # How long one readiness outcome answers every /ready: a health check every few seconds

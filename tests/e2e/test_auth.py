@@ -133,6 +133,33 @@ def test_an_account_never_sees_another_accounts_events(
     assert http.get(f"{inbox.url}/events/{event_id}", headers=alice.headers).json()["delivered"] is False
 
 
+def test_the_consumers_routes_need_a_key_with_the_inbox_scope(
+    http: httpx.Client, inbox: Service, key_factory: Callable[..., ApiKey]
+) -> None:
+    """Every /consumers route and ``consumer=`` call: 401 without a key, 403 for an ingest
+    key of the very account, and neither creates, changes nor deletes anything."""
+    owner = key_factory()
+    ingest_only = key_factory(frozenset({Scope.INGEST}), account_id=owner.account_id)
+    made = http.post(f"{inbox.url}/consumers", json={"name": "mine", "event_types": ["a"]}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    event_id = "01M8JTAJRHMRRAVC3GCG0R0A61"
+    calls: list[Callable[[dict[str, str]], httpx.Response]] = [
+        lambda h: http.post(f"{inbox.url}/consumers", json={"name": "new"}, headers=h),
+        lambda h: http.get(f"{inbox.url}/consumers", headers=h),
+        lambda h: http.get(f"{inbox.url}/consumers/mine", headers=h),
+        lambda h: http.patch(f"{inbox.url}/consumers/mine", json={"event_types": None}, headers=h),
+        lambda h: http.delete(f"{inbox.url}/consumers/mine", headers=h),
+        lambda h: http.get(f"{inbox.url}/inbox", params={"consumer": "mine"}, headers=h),
+        lambda h: http.delete(f"{inbox.url}/events/{event_id}", params={"consumer": "mine"}, headers=h),
+    ]
+    for headers, status, code in (({}, 401, "UNAUTHENTICATED"), (ingest_only.headers, 403, "FORBIDDEN")):
+        for call in calls:
+            answer = call(headers)
+            assert (answer.status_code, answer.json()["error_code"]) == (status, code), answer.text
+    listed = http.get(f"{inbox.url}/consumers", headers=owner.headers).json()["consumers"]
+    assert [(c["name"], c["event_types"]) for c in listed] == [("default", None), ("mine", ["a"])]
+
+
 def test_request_id_is_echoed_sanitised_or_generated(http: httpx.Client, ingest: Service, inbox: Service) -> None:
     echoed = http.get(f"{ingest.url}/status", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"
@@ -460,7 +487,8 @@ def test_a_stalled_acknowledgement_body_gets_408_and_holds_up_no_one(
 
 
 def test_the_inbox_refuses_to_start_without_a_cursor_secret_outside_local_use(stack: Stack) -> None:
-    remote = {**stack.env, "TRIGGERS_AWS_ENDPOINT_URL": "https://dynamodb.us-east-1.amazonaws.com"}
+    aws = "https://dynamodb.us-east-1.amazonaws.com"
+    remote = {**stack.env, "TRIGGERS_AWS_ENDPOINT_URL": aws, "TRIGGERS_DYNAMODB_ENDPOINT_URL": aws}
     for env, wanted in (
         ({**remote, "TRIGGERS_CURSOR_SECRET": ""}, "TRIGGERS_CURSOR_SECRET"),
         ({**remote, "TRIGGERS_CURSOR_SECRET": "local-development-cursor-secret"}, "TRIGGERS_CURSOR_SECRET"),

@@ -4,27 +4,46 @@ Two ingest edges, two writers and an inbox run as real processes. The edges and 
 reach SQS and DynamoDB through ``FaultyLink`` proxies, which each test cuts or throttles
 while a producer streams numbered events (with idempotency keys and retries, as a real
 client). After each fault the inbox must hold every event that got a 2xx exactly once, the
-exact count, and nothing in the dead-letter queue. A summary line per fault is printed at
-the end of the run.
+exact count, and nothing in the dead-letter queue. So must a named consumer of the stream's
+type, created before the stream: the writers copy each event into it through the same faults
+(and its backfill, due within a couple of seconds here, the few the writers' views missed);
+acknowledging all of its events leaves the account's own inbox as it was. A summary line per
+fault is printed at the end of the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
 from shared.local import processes
 from tests.conftest import ApiKey, Service, Stack, make_key, private_stack, queue_counts, start_service, wait_until
-from tests.faults import FaultSummary, FaultyLink, Producer, read_inbox, summarize
+from tests.faults import (
+    FaultSummary,
+    FaultyLink,
+    Producer,
+    acknowledge,
+    consumer_of,
+    create_consumer,
+    read_events,
+    read_inbox,
+    summarize,
+)
 
 LEAD_IN_S = 2.0  # the stream runs this long before a fault and after it heals
+# A new consumer's backfill comes due view + margin after its creation: a couple of seconds
+# here, so the events stored before the writers' views held the consumer reach it early in
+# the stream, and the rest of the stream is the writers' copies alone.
+CONSUMER_TIMING = {"consumer_view_s": "1", "consumer_margin_s": "1", "job_poll_s": "0.2"}
 
 
 @dataclass
@@ -50,9 +69,9 @@ def open_rig(
     stack: Stack, *, edges: int, writers: int, edge_env: dict[str, str] | None = None, **overrides: str
 ) -> Iterator[Rig]:
     """Edges and writers of a stack of their own, behind faulty links; an inbox that checks."""
-    own = private_stack(stack, **overrides)
+    own = private_stack(stack, **{**CONSUMER_TIMING, **overrides})
     moto = own.settings.aws_endpoint_url or ""
-    with FaultyLink(moto) as sqs, FaultyLink(moto) as dynamodb:
+    with FaultyLink(moto) as sqs, FaultyLink(own.settings.dynamodb_endpoint_url or moto) as dynamodb:
         link_env = {
             "TRIGGERS_SQS_ENDPOINT_URL": sqs.url,
             "TRIGGERS_DYNAMODB_ENDPOINT_URL": dynamodb.url,
@@ -84,8 +103,14 @@ def rig(stack: Stack) -> Iterator[Rig]:
 
 
 def stream_through(rig: Rig, fault: str, inject: Callable[[Producer], None], per_second: float = 150) -> FaultSummary:
-    """Stream events, inject the fault, heal, then check the inbox against what was answered."""
+    """Stream events, inject the fault, heal, then check the inbox, and a consumer of the
+    stream's type, against what was answered."""
     producer = Producer([e.url for e in rig.edges], rig.key.key, fault, per_second)
+    event_type = producer.event_type
+    with httpx.Client(timeout=30) as client:
+        # Over HTTP, as a user would: the writers learn of it from their views.
+        consumer = create_consumer(client, rig.inbox.url, rig.key.key, _consumer_name(fault), event_types=[event_type])
+    name = consumer["name"]
     with producer:
         time.sleep(LEAD_IN_S)
         inject(producer)
@@ -93,25 +118,55 @@ def stream_through(rig: Rig, fault: str, inject: Callable[[Producer], None], per
     producer.finish()
     accepted = set(producer.report.accepted)
     with httpx.Client(timeout=30) as client:
-        event_type = f"fault.{fault}"
         assert wait_until(lambda: accepted <= set(read_inbox(client, rig.inbox.url, rig.key.key, event_type)[0]), 90)
+        assert wait_until(lambda: accepted <= set(read_inbox(client, rig.inbox.url, rig.key.key, event_type, name)[0]))
         events_queue, dead_letters = rig.stack.settings.events_queue, rig.stack.settings.dead_letter_queue
         assert wait_until(lambda: queue_counts(rig.stack, events_queue) == (0, 0), 60)  # no late copy pending
-        stored, total = read_inbox(client, rig.inbox.url, rig.key.key, event_type)
+        events, total = read_events(client, rig.inbox.url, rig.key.key, event_type)
+        stored = [e["payload"]["seq"] for e in events]
+        copies, copies_total = read_events(client, rig.inbox.url, rig.key.key, event_type, name)
         for seq, ids in list(producer.report.accepted.items())[:: max(1, len(accepted) // 40)]:
-            for event_id in ids:  # every id an answer gave resolves to the one stored event
-                found = client.get(f"{rig.inbox.url}/events/{event_id}", headers=rig.key.headers)
-                assert found.status_code == 200
-                assert found.json()["payload"]["seq"] == seq
-    summary = summarize(fault, producer.report, stored)
-    assert summary.sent >= 50  # the stream really flowed through the fault (150+ seen here)
-    doubled = [seq for seq, n in Counter(stored).items() if n > 1]
-    assert summary.lost == 0, sorted(accepted - set(stored))[:20]
-    assert doubled == []
-    assert set(stored) == accepted  # and nothing stored that was never answered 2xx at last
-    assert total == len(stored)  # the exact count
-    assert queue_counts(rig.stack, dead_letters) == (0, 0)
+            for event_id in ids:  # every id an answer gave resolves to the one stored event, and its copy
+                for params in ({}, {"consumer": name}):
+                    found = client.get(f"{rig.inbox.url}/events/{event_id}", params=params, headers=rig.key.headers)
+                    assert found.status_code == 200, (params, found.text)
+                    assert found.json()["payload"]["seq"] == seq
+        summary = summarize(fault, producer.report, stored)
+        assert summary.sent >= 50  # the stream really flowed through the fault (150+ seen here)
+        doubled = [seq for seq, n in Counter(stored).items() if n > 1]
+        assert summary.lost == 0, sorted(accepted - set(stored))[:20]
+        assert doubled == []
+        assert set(stored) == accepted  # and nothing stored that was never answered 2xx at last
+        assert total == len(stored)  # the exact count
+        assert queue_counts(rig.stack, dead_letters) == (0, 0)
+        _check_consumer(client, rig, name, copies, copies_total, events)
+        # Acknowledged in the consumer, and the account's own inbox is as it was.
+        acknowledge(client, rig.inbox.url, rig.key.key, [e["event_id"] for e in copies], name)
+        assert read_events(client, rig.inbox.url, rig.key.key, event_type, name) == ([], 0)
+        assert consumer_of(client, rig.inbox.url, rig.key.key, name)["total_undelivered"] == 0
+        after, total_after = read_inbox(client, rig.inbox.url, rig.key.key, event_type)
+        assert (sorted(after), total_after) == (sorted(stored), total)
     return summary
+
+
+def _consumer_name(fault: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", fault)  # "dynamodb-down+throttle": "+" is not in a name
+
+
+def _check_consumer(
+    client: httpx.Client, rig: Rig, name: str, copies: list[dict[str, Any]], total: int, events: list[dict[str, Any]]
+) -> None:
+    """The consumer holds a copy of each of the inbox's events (checked exact: every accepted
+    event once), none twice, under the same ids, and counts them exactly."""
+    seqs = [e["payload"]["seq"] for e in copies]
+    assert [seq for seq, n in Counter(seqs).items() if n > 1] == []
+    expected = {e["event_id"]: e["payload"]["seq"] for e in events}
+    got = {e["event_id"]: e["payload"]["seq"] for e in copies}
+    assert got == expected, (sorted(expected.items() - got.items())[:20], sorted(got.items() - expected.items())[:20])
+    assert total == len(copies)
+    described = consumer_of(client, rig.inbox.url, rig.key.key, name)
+    assert described["total_undelivered"] == len(copies)
+    assert described["backfill"]["done"]
 
 
 def test_writers_killed_repeatedly(rig: Rig) -> None:

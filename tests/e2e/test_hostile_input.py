@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 
 from shared.local import processes
-from tests.conftest import ApiKey, Service, Stack, start_service
+from tests.conftest import ApiKey, Service, Stack, start_service, wait_until
 from tests.e2e.end_state import Post, expected_payload, post_all, settled_inbox, warm_up
 
 DEEP = b'{"event_type": "deep", "payload": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}"
@@ -267,3 +268,213 @@ def test_a_non_ascii_idempotency_key_is_one_key_in_the_header_and_in_the_body(
     stored = settled_inbox(http, ingest, inbox, key, [both.json()["event_id"]])
     assert list(stored) == [both.json()["event_id"]]  # one event: the three posts are one key
     assert bytes(stored[both.json()["event_id"]].payload) == b'{"n": 1}'
+
+
+# --- the /consumers routes and the consumer parameter ----------------------------------------
+
+_DEEP_TYPES = b"[" * 5000 + b"]" * 5000
+# Bodies of POST /consumers: each a 4xx naming what is wrong, and nothing stored.
+HOSTILE_CONSUMER_BODIES: dict[str, tuple[bytes, int]] = {
+    "huge": (msgspec.json.encode({"name": "a", "event_types": ["x" * 255] * 200}), 413),
+    "huge-whitespace": (b'{"name": "a"' + b" " * 40_000 + b"}", 413),
+    "deep-event-types": (b'{"name": "a", "event_types": ' + _DEEP_TYPES + b"}", 400),
+    "deep-name": (b'{"name": ' + b'{"a": ' * 2000 + b"1" + b"}" * 2000 + b"}", 400),
+    "name-a-list": (b'{"name": ["a"]}', 400),
+    "name-null": (b'{"name": null}', 400),
+    "name-true": (b'{"name": true}', 400),
+    "name-an-object": (b'{"name": {"name": "a"}}', 400),
+    "event-types-an-object": (b'{"name": "a", "event_types": {"order.*": true}}', 400),
+    "event-types-nested": (b'{"name": "a", "event_types": [["order.*"]]}', 400),
+    "event-types-null-entry": (b'{"name": "a", "event_types": ["a", null]}', 400),
+    "name-fullwidth": ('{"name": "\uff41\uff42"}'.encode(), 400),
+    "name-cyrillic-homoglyph": ('{"name": "\u0430bc"}'.encode(), 400),
+    "name-zero-width": ('{"name": "ab\u200b"}'.encode(), 400),
+    "name-combining-accent": ('{"name": "e\u0301"}'.encode(), 400),
+    "name-right-to-left": ('{"name": "a\u202eb"}'.encode(), 400),
+    "name-emoji": ('{"name": "\U0001f600"}'.encode(), 400),
+    "name-escaped-nul": (b'{"name": "a\\u0000"}', 400),
+    "name-default": (b'{"name": "default"}', 400),
+    "name-default-newline": (b'{"name": "default\\n"}', 400),
+    "name-default-space": (b'{"name": " default"}', 400),
+    "name-65": (b'{"name": "' + b"n" * 65 + b'"}', 400),
+    "name-reserved-item": (b'{"name": "#account"}', 400),
+    "name-moved-item": (b'{"name": "#deleted:a#0123456789ab"}', 400),
+    "patterns-51": (msgspec.json.encode({"name": "a", "event_types": [f"t.{n}" for n in range(51)]}), 400),
+    "pattern-bare-wildcard": (b'{"name": "a", "event_types": [".*"]}', 400),
+    "pattern-256": (msgspec.json.encode({"name": "a", "event_types": ["p" * 256]}), 400),
+    "start-upper-now": (b'{"name": "a", "start": "NOW"}', 400),
+    "start-now-space": (b'{"name": "a", "start": "now "}', 400),
+    "start-empty": (b'{"name": "a", "start": ""}', 400),
+    "start-null": (b'{"name": "a", "start": null}', 400),
+    "start-a-number": (b'{"name": "a", "start": 1767225600}', 400),
+    "start-epoch-text": (b'{"name": "a", "start": "1767225600"}', 400),
+    "start-offset-without-colon": (b'{"name": "a", "start": "2026-01-01T00:00:00+0100"}', 400),
+    "start-basic-format": (b'{"name": "a", "start": "20260101T000000Z"}', 400),
+    "start-space-separator": (b'{"name": "a", "start": "2026-01-01 00:00:00Z"}', 400),
+    "start-ten-digit-fraction": (b'{"name": "a", "start": "2026-01-01T00:00:00.1234567890Z"}', 400),
+    "start-empty-fraction": (b'{"name": "a", "start": "2026-01-01T00:00:00.Z"}', 400),
+    "start-leap-second": (b'{"name": "a", "start": "2026-06-30T23:59:60Z"}', 400),
+    "start-february-30": (b'{"name": "a", "start": "2026-02-30T00:00:00Z"}', 400),
+    "start-hour-24": (b'{"name": "a", "start": "2026-01-01T24:00:00Z"}', 400),
+    "start-offset-24h": (b'{"name": "a", "start": "2026-01-01T00:00:00+24:00"}', 400),
+    "start-year-0": (b'{"name": "a", "start": "0000-01-01T00:00:00Z"}', 400),
+    "start-year-1-moved-back": (b'{"name": "a", "start": "0001-01-01T00:00:00+00:01"}', 400),
+    "start-extended-year": (b'{"name": "a", "start": "+02026-01-01T00:00:00Z"}', 400),
+    "start-fullwidth-digits": ('{"name": "a", "start": "\uff12026-01-01T00:00:00Z"}'.encode(), 400),
+    "unknown-account-id": (b'{"name": "a", "account_id": "acc_someone_else"}', 400),
+    "unknown-generation": (b'{"name": "a", "generation": "0123456789ab"}', 400),
+    "unknown-status": (b'{"name": "a", "status": "deleting"}', 400),
+    "unknown-job": (b'{"name": "a", "job": "cleanup"}', 400),
+}
+# Bodies of PATCH /consumers/{name} for an existing consumer: each a 4xx, the filter unchanged.
+HOSTILE_CONSUMER_PATCHES: dict[str, tuple[bytes, int]] = {
+    "huge": (msgspec.json.encode({"event_types": ["x" * 255] * 200}), 413),
+    "deep": (b'{"event_types": ' + _DEEP_TYPES + b"}", 400),
+    "bare-wildcard": (b'{"event_types": ["a", ".*"]}', 400),
+    "a-string": (b'{"event_types": "a"}', 400),
+    "patterns-51": (msgspec.json.encode({"event_types": [f"t.{n}" for n in range(51)]}), 400),
+    "unknown-field": (b'{"event_types": null, "start": "earliest"}', 400),
+    "rename": (b'{"event_types": null, "name": "b"}', 400),
+    "no-field": (b"{}", 400),
+    "not-json": (b'{"event_types": ', 400),
+}
+# Values of ``consumer`` on the inbox calls, as sent in the query string: each a 400 naming it.
+HOSTILE_CONSUMER_PARAMETERS = {
+    "empty": "consumer=",
+    "65": "consumer=" + "n" * 65,
+    "dot-dot-slash": "consumer=..%2Fmine",
+    "slash": "consumer=a/b",
+    "encoded-nul": "consumer=mine%00",
+    "trailing-space": "consumer=mine%20",
+    "trailing-newline": "consumer=mine%0A",
+    "reserved-item": "consumer=%23account",
+    "moved-item": "consumer=%23deleted:mine%230123456789ab",
+    "partition-key": "consumer=c:mine%230123456789ab%7Cacc",
+    "fullwidth": "consumer=%EF%BD%8D",
+    "invalid-utf8": "consumer=%FF%FE",
+}
+
+
+def _error_shape(answer: httpx.Response) -> dict[str, Any]:
+    assert 400 <= answer.status_code < 500, answer.text
+    error: dict[str, Any] = answer.json()
+    assert set(error) == {"status", "error_code", "message", "details", "correlation_id"}, error
+    assert error["status"] == answer.status_code
+    return error
+
+
+def _consumers_listed(http: httpx.Client, inbox: Service, key: ApiKey) -> list[tuple[str, Any]]:
+    answer = http.get(f"{inbox.url}/consumers", headers=key.headers)
+    assert answer.status_code == 200, answer.text
+    return [(c["name"], c["event_types"]) for c in answer.json()["consumers"]]
+
+
+async def _bystander(client: httpx.AsyncClient, key: ApiKey, rounds: int) -> list[int]:
+    """Another account's ordinary work at the same moment: create, read, page, list, change."""
+    statuses = []
+    for n in range(rounds):
+        name = f"by-{n:02d}"
+        made = await client.post("/consumers", json={"name": name, "event_types": ["b.*"]}, headers=key.headers)
+        read = await client.get(f"/consumers/{name}", headers=key.headers)
+        page = await client.get("/inbox", params={"consumer": name}, headers=key.headers)
+        changed = await client.patch(f"/consumers/{name}", json={"event_types": [f"b.{n}"]}, headers=key.headers)
+        listed = await client.get("/consumers", headers=key.headers)
+        statuses += [made.status_code, read.status_code, page.status_code, changed.status_code, listed.status_code]
+    return statuses
+
+
+def _hostile_requests(
+    client: httpx.AsyncClient, key: ApiKey, event_id: str
+) -> list[tuple[str, int, Awaitable[httpx.Response]]]:
+    """(case, status it must get, the request) for every hostile body and ``consumer`` value."""
+    json_headers = {**key.headers, "Content-Type": "application/json"}
+    requests: list[tuple[str, int, Awaitable[httpx.Response]]] = []
+    for case, (body, status) in HOSTILE_CONSUMER_BODIES.items():
+        requests.append((f"create {case}", status, client.post("/consumers", content=body, headers=json_headers)))
+    for case, (body, status) in HOSTILE_CONSUMER_PATCHES.items():
+        request = client.patch("/consumers/kept", content=body, headers=json_headers)
+        requests.append((f"patch {case}", status, request))
+    ack = msgspec.json.encode({"event_ids": [event_id]})
+    for case, query in HOSTILE_CONSUMER_PARAMETERS.items():
+        for call, request in (
+            ("page", client.get(f"/inbox?{query}", headers=key.headers)),
+            ("read", client.get(f"/events/{event_id}?{query}", headers=key.headers)),
+            ("ack one", client.delete(f"/events/{event_id}?{query}", headers=key.headers)),
+            ("ack", client.post(f"/inbox/ack?{query}", content=ack, headers=json_headers)),
+        ):
+            requests.append((f"{call} consumer {case}", 400, request))
+    return requests
+
+
+def test_hostile_consumer_input_is_refused_stores_nothing_and_costs_no_one_else(
+    http: httpx.Client, ingest: Service, inbox: Service, writer: Service, key_factory: Any
+) -> None:
+    """Every hostile /consumers body and ``consumer`` value, sent all at once beside another
+    account's ordinary consumer traffic: each a 4xx in the error shape (the 400s naming a
+    field), none stored (the list after shows only what was there), the default's event
+    still undelivered, and every one of the other account's requests served."""
+    hostile, bystander = key_factory(), key_factory()
+    kept = http.post(f"{inbox.url}/consumers", json={"name": "kept", "event_types": ["k"]}, headers=hostile.headers)
+    assert kept.status_code == 201, kept.text
+    sent = http.post(f"{ingest.url}/events", json={"event_type": "k", "payload": {}}, headers=hostile.headers)
+    event_id = sent.json()["event_id"]
+    assert wait_until(lambda: http.get(f"{inbox.url}/inbox", headers=hostile.headers).json()["total_undelivered"])
+
+    async def everything() -> tuple[list[tuple[str, int, httpx.Response]], list[int]]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=inbox.url, timeout=30.0, limits=limits) as client:
+            bystanding = asyncio.ensure_future(_bystander(client, bystander, 8))
+            requests = _hostile_requests(client, hostile, event_id)
+            answers = await asyncio.gather(*(r for _, _, r in requests))
+            statuses = await bystanding
+        return [(case, status, a) for (case, status, _), a in zip(requests, answers, strict=True)], statuses
+
+    hostile_answers, bystander_statuses = asyncio.run(everything())
+    wrong = {case: (a.status_code, a.text[:200]) for case, status, a in hostile_answers if a.status_code != status}
+    assert not wrong, wrong
+    for case, status, answer in hostile_answers:
+        error = _error_shape(answer)
+        if status == 400:
+            assert error["error_code"] == "VALIDATION_ERROR", (case, error)
+            assert error["details"], (case, error)
+            if "consumer" in case:
+                assert [d["field"] for d in error["details"]] == ["consumer"], (case, error)
+    assert _consumers_listed(http, inbox, hostile) == [("default", None), ("kept", ["k"])]
+    assert http.get(f"{inbox.url}/events/{event_id}", headers=hostile.headers).json()["delivered"] is False
+    kept_page = http.get(f"{inbox.url}/inbox", params={"consumer": "kept"}, headers=hostile.headers).json()
+    assert kept_page["total_undelivered"] == len(kept_page["events"])  # its copy, if made, untouched
+    assert bystander_statuses == [201, 200, 200, 200, 200] * 8
+    assert _consumers_listed(http, inbox, bystander) == [
+        ("default", None),
+        *((f"by-{n:02d}", [f"b.{n}"]) for n in range(8)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/consumers/%2e%2e%2fkeys",
+        "/consumers/..%2F..%2Fstatus",
+        "/consumers/%00",
+        "/consumers/%23account",
+        "/consumers/%23deleted:kept%230123456789ab",
+        "/consumers/kept%20",
+        "/consumers/kept%0A",
+        "/consumers/%EF%BD%8B",
+        "/consumers/" + "n" * 5000,
+    ],
+)
+def test_odd_consumer_paths_are_404_and_change_nothing(
+    http: httpx.Client, inbox: Service, api_key: ApiKey, path: str
+) -> None:
+    made = http.post(f"{inbox.url}/consumers", json={"name": "kept", "event_types": ["k"]}, headers=api_key.headers)
+    assert made.status_code == 201, made.text
+    url = f"{inbox.url}{path}"
+    for answer in (
+        http.get(url, headers=api_key.headers),
+        http.patch(url, json={"event_types": None}, headers=api_key.headers),
+        http.delete(url, headers=api_key.headers),
+    ):
+        assert answer.status_code == 404, (path, answer.text)
+        assert _error_shape(answer)["error_code"] == "NOT_FOUND"
+    assert _consumers_listed(http, inbox, api_key) == [("default", None), ("kept", ["k"])]

@@ -1,4 +1,5 @@
-"""Running the whole thing: `triggers up` end to end, and an ingest edge whose SQS goes away."""
+"""Running the whole thing: `triggers up` end to end on each backend, and an ingest edge whose SQS
+goes away."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from shared.local import processes
@@ -85,6 +87,8 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running: gone or a zombie is not. An orphan is reaped by PID 1, which here polls about
+    once a second and under load far less often (a CI run still listed an exited worker 10 s on)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split()[2] != "Z"
@@ -92,18 +96,66 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_up_runs_the_pipeline_and_stops_cleanly(tmp_path_factory: pytest.TempPathFactory) -> None:
-    ingest_port, inbox_port = processes.free_port(), processes.free_port()
-    env = {
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _up_env(tmp_path_factory: pytest.TempPathFactory, **extra: str) -> dict[str, str]:
+    """What a user's shell gives `triggers up`: no TRIGGERS_* of the test stack's."""
+    return {
         **{k: v for k, v in os.environ.items() if not k.startswith("TRIGGERS_")},
-        "TRIGGERS_INGEST_PORT": str(ingest_port),
-        "TRIGGERS_INBOX_PORT": str(inbox_port),
+        "TRIGGERS_INGEST_PORT": str(processes.free_port()),
+        "TRIGGERS_INBOX_PORT": str(processes.free_port()),
         "TRIGGERS_BCRYPT_ROUNDS": "4",
         "TRIGGERS_WRITER_WAIT_TIME_S": "1",
+        "TRIGGERS_INBOX_SETTLE_MS": "500",  # the page shows the event sooner than the default 3 s
         "TRIGGERS_STATE_DIR": str(tmp_path_factory.mktemp("state")),
+        **extra,
     }
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "shared.ops.cli", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+# What `triggers up` says when it falls back to moto, by the Java it found.
+FALLBACK_LINES = {
+    "none": "no Java on PATH: DynamoDB runs on moto too",
+    "old": "DynamoDB Local needs Java 17 or later (java -version: 11): DynamoDB runs on moto too",
+}
+_JAVA_11 = "#!/bin/sh\necho 'openjdk version \"11.0.21\" 2023-10-17' >&2\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "java", "backend"),
+    [
+        ((), "this machine's", "dynamodb-local"),
+        (("--backend", "moto"), "this machine's", "moto"),
+        ((), "none", "moto"),
+        ((), "old", "moto"),
+    ],
+    ids=["default", "backend-moto", "no-java", "java-11"],
+)
+def test_up_runs_the_curl_tour_and_stops_cleanly(
+    tmp_path_factory: pytest.TempPathFactory, args: tuple[str, ...], java: str, backend: str
+) -> None:
+    """The README's tour on what `triggers up` starts: by default DynamoDB Local (Java 17 is on
+    this machine's PATH), moto when asked, when there is no Java, or when it is older than
+    DynamoDB Local needs (one line says so)."""
+    env = _up_env(tmp_path_factory)
+    if java != "this machine's":
+        bin_dir = tmp_path_factory.mktemp("path")  # no npm either
+        env["PATH"] = str(bin_dir)
+        if java == "old":
+            (bin_dir / "java").write_text(_JAVA_11)
+            (bin_dir / "java").chmod(0o755)
+    ingest, inbox = f"http://127.0.0.1:{env['TRIGGERS_INGEST_PORT']}", f"http://127.0.0.1:{env['TRIGGERS_INBOX_PORT']}"
     up = subprocess.Popen(
-        [sys.executable, "-m", "shared.ops.cli", "up"],
+        [sys.executable, "-m", "shared.ops.cli", "up", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -111,50 +163,76 @@ def test_up_runs_the_pipeline_and_stops_cleanly(tmp_path_factory: pytest.TempPat
     )
     try:
         assert up.stdout is not None
-        key = None
+        printed, key = [], None
         for line in up.stdout:
+            printed.append(line)
             if "export TRIGGERS_KEY=" in line:
                 key = line.split("=", 1)[1].strip()
                 break
-        assert key, "triggers up never printed a key"
+        assert key, f"triggers up never printed a key: {printed}"
+        said = [line for line in printed if "Java" in line]
+        assert len(said) == (1 if java in FALLBACK_LINES else 0), printed
+        assert all(line.startswith(FALLBACK_LINES[java]) for line in said)
         children = _descendants(up.pid)
         assert len(children) >= 4  # moto, ingest, inbox, writer, and the servers' workers
+        javas = [pid for pid in children if "DynamoDBLocal.jar" in _cmdline(pid)]
+        assert len(javas) == (1 if backend == "dynamodb-local" else 0)
 
-        # Another `triggers` command finds the embedded endpoint on its own.
-        other = subprocess.run(
-            [sys.executable, "-m", "shared.ops.cli", "keys", "list"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        # The state file and `up --status` say which backend runs.
+        status = _cli(env, "up", "--status")
+        assert status.returncode == 0
+        assert f"backend {backend}" in status.stdout
+        state = msgspec.json.decode(Path(env["TRIGGERS_STATE_DIR"], "embedded.json").read_bytes())
+        assert state["backend"] == backend
+        assert (state.get("dynamodb_endpoint_url") is not None) == (backend == "dynamodb-local")
+
+        # Another `triggers` command finds the embedded endpoints on its own (the keys table
+        # is on DynamoDB Local by default: it is found only if both endpoints are handed on).
+        other = _cli(env, "keys", "list")
+        assert other.returncode == 0, other.stderr
         assert key.split("_")[1] in other.stdout
 
         headers = {"Authorization": f"Bearer {key}"}
-        sent = httpx.post(
-            f"http://127.0.0.1:{ingest_port}/events",
-            json={"event_type": "up", "payload": {"ok": True}},
-            headers=headers,
-        )
+        sent_event = {"event_type": "order.created", "payload": {"order_id": 42, "tour": backend}}
+        sent = httpx.post(f"{ingest}/events", json=sent_event, headers=headers)
         assert sent.status_code == 202
+        event_id = sent.json()["event_id"]
         started = time.monotonic()
-        arrived = wait_until(
-            lambda: httpx.get(f"http://127.0.0.1:{inbox_port}/inbox", headers=headers).json()["total_undelivered"] == 1,
-            timeout_s=10,
+        page = wait_until(
+            lambda: (p := httpx.get(f"{inbox}/inbox", headers=headers).json())["events"] and p, timeout_s=15
         )
-        assert arrived
-        print(f"event visible in the inbox {time.monotonic() - started:.2f} s after its 202")
+        assert isinstance(page, dict), "the event never showed on the inbox's page"
+        print(f"{backend}: event on the inbox's page {time.monotonic() - started:.2f} s after its 202")
+        assert page["total_undelivered"] == 1
+        assert [(e["event_id"], e["event_type"], e["payload"]) for e in page["events"]] == [
+            (event_id, "order.created", sent_event["payload"])
+        ]
+        assert httpx.delete(f"{inbox}/events/{event_id}", headers=headers).status_code == 204
+        after = httpx.get(f"{inbox}/inbox", headers=headers).json()
+        assert (after["events"], after["total_undelivered"]) == ([], 0)
 
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=30) == 0
         assert not [pid for pid in children if _alive(pid)]
-        assert _port_is_free(ingest_port)
-        assert _port_is_free(inbox_port)
+        assert _port_is_free(int(env["TRIGGERS_INGEST_PORT"]))
+        assert _port_is_free(int(env["TRIGGERS_INBOX_PORT"]))
         assert not os.path.exists(os.path.join(env["TRIGGERS_STATE_DIR"], "embedded.json"))
+        assert _cli(env, "up", "--status").returncode == 1
     finally:
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_up_on_dynamodb_local_without_java_says_why_and_starts_nothing(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    env = _up_env(tmp_path_factory, PATH=str(tmp_path_factory.mktemp("no-java")))
+    refused = _cli(env, "up", "--backend", "dynamodb-local")
+    assert refused.returncode == 1
+    assert "--backend dynamodb-local: no Java on PATH" in refused.stderr
+    assert not os.path.exists(os.path.join(env["TRIGGERS_STATE_DIR"], "embedded.json"))
+    assert _port_is_free(int(env["TRIGGERS_INGEST_PORT"]))
 
 
 @pytest.mark.parametrize("part", ["ingest", "inbox"])
@@ -167,6 +245,6 @@ def test_a_server_killed_hard_leaves_no_worker_serving_its_port(stack: Stack, pa
     assert workers
     service.process.send_signal(signal.SIGKILL)
     service.process.wait(10)
-    assert wait_until(lambda: not any(Path(f"/proc/{worker}").exists() for worker in workers), timeout_s=10)
+    assert wait_until(lambda: not any(_alive(worker) for worker in workers), timeout_s=10)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{service.url}/status", timeout=2)

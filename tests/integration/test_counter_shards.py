@@ -17,7 +17,8 @@ from shared.contract.envelope import QueuedEvent
 from shared.contract.ids import new_event_id
 from shared.keys.admin import new_account_id
 from shared.ops.migrate import MIGRATED_SHARD, migrate_counters
-from shared.storage.layout import counter_id, counter_key
+from shared.storage.counters import counter_key
+from shared.storage.layout import counter_id
 from tests.conftest import Stack, run_triggers
 from writer_worker.store import EventWriter
 
@@ -84,9 +85,9 @@ async def test_migrating_the_legacy_counters_carries_each_count_over_once(
     data_stack: Stack, clients: AwsClients
 ) -> None:
     settings = data_stack.settings
-    tables = (await clients.dynamodb.list_tables())["TableNames"]
+    tables = (await clients.dynamodb.admin.list_tables())["TableNames"]
     if settings.legacy_counters_table not in tables:
-        await clients.dynamodb.create_table(
+        await clients.dynamodb.admin.create_table(
             TableName=settings.legacy_counters_table,
             BillingMode="PAY_PER_REQUEST",
             KeySchema=[{"AttributeName": "counter_id", "KeyType": "HASH"}],

@@ -26,9 +26,9 @@ def event(account: str, event_type: str, n: int, at_us: int | None = None) -> Qu
 def dead_letter(stack: Stack, *bodies: str) -> None:
     async def send() -> None:
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
             for body in bodies:
-                await clients.sqs.send_message(
+                await clients.sqs.admin.send_message(
                     QueueUrl=url,
                     MessageBody=body,
                     MessageAttributes={"failure_reason": {"DataType": "String", "StringValue": "test reason"}},
@@ -114,7 +114,7 @@ def queued_bodies(stack: Stack, queue: str) -> list[tuple[str, dict[str, Any]]]:
     async def drain() -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=queue))["QueueUrl"]
             while True:
                 response = await clients.sqs.receive_message(
                     QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
@@ -124,7 +124,7 @@ def queued_bodies(stack: Stack, queue: str) -> list[tuple[str, dict[str, Any]]]:
                     return found
                 for message in messages:
                     found.append((message["Body"], dict(message.get("MessageAttributes", {}))))
-                    await clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                    await clients.sqs.admin.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     return asyncio.run(drain())
 
@@ -136,7 +136,7 @@ def expire(stack: Stack, events: list[QueuedEvent]) -> None:
         async with open_clients(stack.settings) as clients:
             for e in events:
                 key: Any = {"account_id": {"S": e.account_id}, "event_id": {"S": e.event_id}}
-                await clients.dynamodb.delete_item(TableName=stack.settings.events_table, Key=key)
+                await clients.dynamodb.admin.delete_item(TableName=stack.settings.events_table, Key=key)
 
     asyncio.run(delete())
 

@@ -10,11 +10,11 @@ from typing import Any, cast
 import msgspec
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
-from types_aiobotocore_dynamodb import DynamoDBClient
 
 from inbox_api.acks import Acknowledger, AckOutcome
 from inbox_api.store import InboxStore
 from shared.aws.clients import AwsClients, open_clients
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.contract.envelope import QueuedEvent
 from shared.errors import NotFound
 from shared.keys.admin import new_account_id
@@ -256,7 +256,7 @@ async def _position(clients: AwsClients, stack: Stack, e: QueuedEvent) -> str:
 def _late_writer(clients: AwsClients, stack: Stack) -> tuple[EventWriter, _Storage]:
     storage = _Storage(clients.dynamodb)
     writer = EventWriter(
-        cast(DynamoDBClient, storage), _margin(stack), clock_us=storage.wall, monotonic_us=storage.monotonic
+        cast(LeanDynamoDB, storage), _margin(stack), clock_us=storage.wall, monotonic_us=storage.monotonic
     )
     return writer, storage
 

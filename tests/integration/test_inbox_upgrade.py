@@ -48,7 +48,7 @@ async def test_init_upgrades_a_02_table_and_the_migration_positions_its_events(d
     account = new_account_id()
     async with open_clients(settings) as clients:
         dynamodb = clients.dynamodb
-        await dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **_v02_events_table(table_specs(settings)[0]))
+        await dynamodb.admin.create_table(BillingMode="PAY_PER_REQUEST", **_v02_events_table(table_specs(settings)[0]))
         old = [_v02_item(account, n) for n in range(3)]
         acknowledged = {**_v02_item(account, 9), "delivered": {"BOOL": True}}
         del acknowledged["inbox_pk"], acknowledged["inbox_type_pk"]
@@ -57,7 +57,7 @@ async def test_init_upgrades_a_02_table_and_the_migration_positions_its_events(d
 
         await ensure_resources(settings, clients)
         await ensure_resources(settings, clients)  # idempotent
-        described = (await dynamodb.describe_table(TableName=settings.events_table))["Table"]
+        described = (await dynamodb.admin.describe_table(TableName=settings.events_table))["Table"]
         indexes = {i["IndexName"] for i in described.get("GlobalSecondaryIndexes", [])}
         assert {INBOX_POS_INDEX, INBOX_BY_TYPE_POS_INDEX} <= indexes
         store = InboxStore(dynamodb, settings)

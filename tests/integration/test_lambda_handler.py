@@ -68,7 +68,7 @@ def count(stack: Stack, account: str) -> int:
 def dead_letters(stack: Stack) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
             response = await clients.sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
             )

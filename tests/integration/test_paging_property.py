@@ -28,10 +28,10 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from types_aiobotocore_dynamodb import DynamoDBClient
 
 from inbox_api.store import InboxStore
 from shared.aws.clients import AwsClients, open_clients
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.contract.envelope import QueuedEvent, encode_message
 from shared.contract.ids import new_event_id
 from shared.local import processes
@@ -83,7 +83,7 @@ class _LateCommit:
     writer then sees a timeout."""
 
     def __init__(
-        self, client: DynamoDBClient, clock: _Clock, meanwhile: Callable[[], Awaitable[None]], lost: bool
+        self, client: LeanDynamoDB, clock: _Clock, meanwhile: Callable[[], Awaitable[None]], lost: bool
     ) -> None:
         self._client, self._clock, self._meanwhile, self._lost = client, clock, meanwhile, lost
 
@@ -102,7 +102,7 @@ class _LateCommit:
 class _Restamps:
     """DynamoDB as the writers see it, counting each event's moves to a fresh position."""
 
-    def __init__(self, client: DynamoDBClient) -> None:
+    def __init__(self, client: LeanDynamoDB) -> None:
         self._client = client
         self.moves: Counter[str] = Counter()
 
@@ -172,14 +172,14 @@ class Scenario:
         events = [self._event(self._received(edge, consumer)) for _ in range(count)]
         kind, ms = writer
         clock = _Clock(ms * 1000 if kind == "skew" else -ms * 1000)
-        storage = cast(DynamoDBClient, self.storage)
+        storage = cast(LeanDynamoDB, self.storage)
         if kind != "skew":
             storage = cast(
-                DynamoDBClient, _LateCommit(storage, clock, lambda: consumer.page(INTERLEAVED_PAGE), kind == "timeout")
+                LeanDynamoDB, _LateCommit(storage, clock, lambda: consumer.page(INTERLEAVED_PAGE), kind == "timeout")
             )
         # The same clock times the commit: it jumps by the lag when the late commit answers.
         results = await EventWriter(storage, self.writing, clock_us=clock, monotonic_us=clock).write(events)
-        prompt = EventWriter(cast(DynamoDBClient, self.storage), self.writing)
+        prompt = EventWriter(cast(LeanDynamoDB, self.storage), self.writing)
         while unsettled := [e for e in events if results[e.event_id].outcome.value not in ("stored", "already_stored")]:
             assert {results[e.event_id].outcome.value for e in unsettled} <= {"unavailable", "retry"}
             results.update(await prompt.write(unsettled))  # the message comes back (SQS)
@@ -288,8 +288,8 @@ def test_a_message_with_an_id_behind_the_cursor_reaches_a_forward_pager(
             for us in received_us
         ]
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
-            await clients.sqs.send_message(QueueUrl=url, MessageBody=encode_message(events))
+            url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+            await clients.sqs.admin.send_message(QueueUrl=url, MessageBody=encode_message(events))
         return [e.event_id for e in events]
 
     now = time.time_ns() // 1000

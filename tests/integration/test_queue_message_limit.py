@@ -19,14 +19,14 @@ OLD_DEFAULT = 256 * 1024
 
 async def _set_limit(stack: Stack, size: int) -> None:
     async with open_clients(stack.settings) as clients:
-        url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
-        await clients.sqs.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": str(size)})
+        url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+        await clients.sqs.admin.set_queue_attributes(QueueUrl=url, Attributes={"MaximumMessageSize": str(size)})
 
 
 async def _limit_and_payloads(stack: Stack) -> tuple[int, list[bytes]]:
     async with open_clients(stack.settings) as clients:
-        url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
-        attributes = await clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])
+        url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+        attributes = await clients.sqs.admin.get_queue_attributes(QueueUrl=url, AttributeNames=["MaximumMessageSize"])
         payloads = []
         while True:
             received = await clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)

@@ -107,12 +107,14 @@ def test_one_throttled_account_is_deferred_through_the_queue_and_the_others_are_
     async def run() -> tuple[int, list[str]]:
         async with open_clients(own.settings) as clients:
             urls = QueueUrls(
-                events=(await clients.sqs.get_queue_url(QueueName=own.settings.events_queue))["QueueUrl"],
-                dead_letters=(await clients.sqs.get_queue_url(QueueName=own.settings.dead_letter_queue))["QueueUrl"],
+                events=(await clients.sqs.admin.get_queue_url(QueueName=own.settings.events_queue))["QueueUrl"],
+                dead_letters=(await clients.sqs.admin.get_queue_url(QueueName=own.settings.dead_letter_queue))[
+                    "QueueUrl"
+                ],
             )
             for i in range(4):  # each message: one account's cold events beside one hot event
                 body = encode_message([*cold[i], hot[i]])
-                await clients.sqs.send_message(QueueUrl=urls.events, MessageBody=body)
+                await clients.sqs.admin.send_message(QueueUrl=urls.events, MessageBody=body)
             dynamo = HotAccountDynamo(clients.dynamodb, hot_account)
             writer = EventWriter(dynamo, own.settings)  # type: ignore[arg-type]
             worker = Worker(
@@ -156,9 +158,9 @@ def lambda_records(stack: Stack, bodies: list[str], visibility_s: int) -> list[d
 
     async def run() -> list[dict[str, Any]]:
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
             for body in bodies:
-                await clients.sqs.send_message(QueueUrl=url, MessageBody=body)
+                await clients.sqs.admin.send_message(QueueUrl=url, MessageBody=body)
             received: list[Any] = []
             while len(received) < len(bodies):
                 response = await clients.sqs.receive_message(
@@ -203,7 +205,7 @@ def test_lambda_rides_out_an_outage_while_its_time_remains(stack: Stack) -> None
     own = private_stack(stack)
     account = new_account_id()
     records = lambda_records(own, [encode_message([queued(account, n)]) for n in range(3)], visibility_s=60)
-    with FaultyLink(own.settings.aws_endpoint_url or "") as link:
+    with FaultyLink(own.settings.dynamodb_endpoint_url or own.settings.aws_endpoint_url or "") as link:
         link.set_mode("down")
         env = {**own.env, "TRIGGERS_DYNAMODB_ENDPOINT_URL": link.url, "TRIGGERS_AWS_MAX_ATTEMPTS": "1"}
         writer = LambdaWriter(settings_from_env(env))

@@ -11,12 +11,12 @@ import msgspec
 
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
+from shared.contract.dead_letter import FAILURE_REASON_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE
 from shared.contract.envelope import QueuedEvent, decode_message, encode_message
 from shared.keys.admin import new_account_id
 from shared.local import processes
 from tests.conftest import Stack, private_stack, queue_counts, run_triggers, start_service, wait_until
 from tests.helpers import queued_event
-from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE
 
 # An item over DynamoDB's 400 KB: the edge refuses such a payload (256 KiB); a message put
 # on the queue directly can still carry one.
@@ -36,9 +36,9 @@ def poison_events(account: str) -> list[QueuedEvent]:
 def send(stack: Stack, queue: str, *bodies: str) -> None:
     async def put() -> None:
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=queue))["QueueUrl"]
             for body in bodies:
-                await clients.sqs.send_message(QueueUrl=url, MessageBody=body)
+                await clients.sqs.admin.send_message(QueueUrl=url, MessageBody=body)
 
     asyncio.run(put())
 
@@ -48,7 +48,7 @@ def dead_letters(stack: Stack) -> list[dict[str, Any]]:
 
     async def read() -> list[dict[str, Any]]:
         async with open_clients(stack.settings) as clients:
-            url = (await clients.sqs.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
+            url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
             found: dict[str, dict[str, Any]] = {}
             while True:
                 response = await clients.sqs.receive_message(

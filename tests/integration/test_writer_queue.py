@@ -10,11 +10,11 @@ import pytest
 
 from inbox_api.store import InboxStore
 from shared.aws.clients import open_clients
+from shared.contract.dead_letter import FAILURE_REASON_ATTRIBUTE
 from shared.contract.envelope import QueuedEvent, encode_message
 from shared.keys.admin import new_account_id
 from tests.conftest import Stack
 from tests.helpers import queued_event
-from writer_worker.dead_letters import FAILURE_REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.usefixtures("writer")
 DEADLINE_S = 20.0
@@ -39,9 +39,9 @@ async def test_the_same_message_sent_twice_is_stored_once(stack: Stack) -> None:
     account = new_account_id()
     body = encode_message([queued(account, "twice")])
     async with open_clients(stack.settings) as clients:
-        url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
-        await clients.sqs.send_message(QueueUrl=url, MessageBody=body)
-        await clients.sqs.send_message(QueueUrl=url, MessageBody=body)
+        url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+        await clients.sqs.admin.send_message(QueueUrl=url, MessageBody=body)
+        await clients.sqs.admin.send_message(QueueUrl=url, MessageBody=body)
     assert await wait_count(stack, account, 1) == 1
     await asyncio.sleep(1.0)  # room for the second copy to be (wrongly) counted
     assert await wait_count(stack, account, 1) == 1
@@ -51,8 +51,8 @@ async def test_a_poison_message_goes_to_the_dlq_with_its_reason_and_others_pass(
     account = new_account_id()
     marker = uuid.uuid4().hex
     async with open_clients(stack.settings) as clients:
-        url = (await clients.sqs.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
-        dlq = (await clients.sqs.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
+        url = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.events_queue))["QueueUrl"]
+        dlq = (await clients.sqs.admin.get_queue_url(QueueName=stack.settings.dead_letter_queue))["QueueUrl"]
         await clients.sqs.send_message_batch(
             QueueUrl=url,
             Entries=[
@@ -71,7 +71,7 @@ async def test_a_poison_message_goes_to_the_dlq_with_its_reason_and_others_pass(
             for message in response.get("Messages", []):
                 if marker in message["Body"]:
                     found = message
-                    await clients.sqs.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
+                    await clients.sqs.admin.delete_message(QueueUrl=dlq, ReceiptHandle=message["ReceiptHandle"])
     assert found is not None, "the poison message never reached the dead-letter queue"
     reason = found["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"]
     assert "undecodable" in reason

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from inbox_api.acks import _AckItem, _groups
+from inbox_api.acks import _groups
 from shared.storage.attributes import StringValue
+from shared.storage.events import AckItem
 from shared.storage.layout import TRANSACTION_MAX_ITEMS
 
 
-def _item(n: int, event_type: str) -> _AckItem:
-    return _AckItem(event_id=StringValue(f"{n:026d}"), event_type=StringValue(event_type))
+def _item(n: int, event_type: str) -> AckItem:
+    return AckItem(event_id=StringValue(f"{n:026d}"), event_type=StringValue(event_type))
 
 
 def test_every_event_lands_in_exactly_one_group_that_fits_a_transaction() -> None:

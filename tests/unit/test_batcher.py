@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import uuid
 from typing import Any
 
 import msgspec
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest_api.batcher import OWNER_SHARE, SQS_MAX_REQUEST_BYTES, Overloaded, SqsBatcher
+from ingest_api.batcher import OWNER_SHARE, SQS_ACCOUNTING_ROOM, SQS_MAX_REQUEST_BYTES, Overloaded, SqsBatcher
+from shared.contract.envelope import MESSAGE_FRAME_BYTES, QueuedEvent, QueueMessage, decode_message, encode_event, frame
 
 
 class FakeSqs:
@@ -249,3 +254,61 @@ async def test_an_account_share_bounds_events_too() -> None:
     assert await second == [True] * 2
     assert await batcher.submit([b"{}"] * 2, owner="big") == [True] * 2
     await batcher.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.lists(st.integers(0, 3000), min_size=1, max_size=4), min_size=1, max_size=30),
+    spare=st.integers(0, 12_000),
+    edge=st.none() | st.tuples(st.integers(1, 8), st.integers(0, 2)),
+)
+def test_packed_messages_are_the_contract_frame_within_budget_each_event_once_in_order(
+    sizes: list[list[int]], spare: int, edge: tuple[int, int] | None
+) -> None:
+    """Whatever the events' sizes: every message body is byte for byte the QueueMessage msgspec
+    writes (the contract's one format: a new envelope version or field changes what the edge
+    sends), fits the queue's budget, and the events go out once each, in arrival order, in as
+    few messages as fit (a message ends only where the next event would not fit)."""
+    order = itertools.count()
+    events = [[_sized_event(next(order), pad) for pad in pads] for pads in sizes]
+    encoded = [[encode_event(e) for e in batch] for batch in events]
+    budget = max(len(e) for batch in encoded for e in batch) + MESSAGE_FRAME_BYTES + spare
+    if edge is not None:  # a budget at, or a byte or two below, where the first events end
+        first, short = edge
+        budget = max(budget - spare, len(frame([e for batch in encoded for e in batch][:first])) - short)
+    sqs = FakeSqs()
+
+    async def run() -> list[list[bool]]:
+        batcher = SqsBatcher(sqs, "url", linger_s=0.01, max_message_bytes=budget + SQS_ACCOUNTING_ROOM)  # type: ignore[arg-type]
+        await batcher.start()
+        futures = [batcher.submit(batch) for batch in encoded]  # all in one linger: one packing
+        results = [await f for f in futures]
+        await batcher.close()
+        return results
+
+    assert asyncio.run(run()) == [[True] * len(batch) for batch in encoded]
+    bodies = [entry["MessageBody"].encode() for call in sqs.calls for entry in call]
+    messages = sorted((decode_message(body).events for body in bodies), key=lambda m: _order(m[0]))
+    assert sorted(bodies, key=lambda b: _order(decode_message(b).events[0])) == [
+        msgspec.json.encode(QueueMessage(events=m)) for m in messages
+    ]
+    assert all(len(body) <= budget for body in bodies)
+    sent = [e for m in messages for e in m]
+    assert sent == [e for batch in events for e in batch]  # each once, in order, read back as sent
+    for this, following in itertools.pairwise(messages):  # greedy: the next event did not fit
+        assert len(msgspec.json.encode(QueueMessage(events=this))) + 1 + len(encode_event(following[0])) > budget
+
+
+def _sized_event(n: int, pad: int) -> QueuedEvent:
+    return QueuedEvent(
+        event_id=f"01ARZ3NDEKTSV4RRFFQ6{n:06d}",
+        account_id="acc",
+        event_type="t",
+        payload=msgspec.Raw(msgspec.json.encode({"pad": "x" * pad})),
+        received_at_us=n,
+        idempotency_key=uuid.uuid4().hex,
+    )
+
+
+def _order(event: QueuedEvent) -> int:
+    return event.received_at_us  # the n-th event submitted

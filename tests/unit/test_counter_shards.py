@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.storage import counters
 from shared.storage.counters import ShardChooser
+from shared.storage.transactions import Cancellation, Role, TxItem
 from tests.helpers import ManualClock
 
 
@@ -38,7 +39,8 @@ def test_the_memory_of_contended_accounts_is_bounded_and_forgets_the_oldest() ->
 
 def test_only_a_conflict_with_another_transaction_spreads_an_account() -> None:
     chooser = ShardChooser(8, ManualClock(1000.0))
-    chooser.cancelled([{"Code": "ConditionalCheckFailed"}, {"Code": "None"}], ["duplicate"])
-    chooser.cancelled([{"Code": "None"}, {"Code": "TransactionConflict"}], ["busy"])
+    put, counter = TxItem(Role.EVENT_PUT, {}, None), TxItem(Role.COUNTER, {}, None)
+    chooser.cancelled([Cancellation(put, "ConditionalCheckFailed"), Cancellation(counter, "None")], ["duplicate"])
+    chooser.cancelled([Cancellation(put, "None"), Cancellation(counter, "TransactionConflict")], ["busy"])
     assert {chooser.shard(["duplicate"]) for _ in range(200)} == {0}
     assert len({chooser.shard(["busy"]) for _ in range(300)}) > 1

@@ -9,8 +9,8 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from shared.retry import BackoffPolicy
+from tests.helpers import fake_worker
 from writer_worker.processor import Disposition, MessageResult, Received
-from writer_worker.worker import QueueUrls, Worker
 
 
 class FakeSqs:
@@ -54,23 +54,9 @@ class SlowProcessor:
         return [MessageResult(m.message_id, Disposition.DONE) for m in messages]
 
 
-def worker(sqs: Any, processor: Any, *, grace_s: float, visibility_s: int, receivers: int = 1, **probe: Any) -> Worker:
-    """A worker on fakes; ``probe`` passes ``probe=`` and ``probe_policy=`` through."""
-    return Worker(
-        sqs,
-        QueueUrls("events", "dlq"),
-        processor,
-        receivers=receivers,
-        wait_time_s=20,
-        shutdown_grace_s=grace_s,
-        visibility_timeout_s=visibility_s,
-        **probe,
-    )
-
-
 async def test_a_slow_batch_keeps_its_messages_hidden_until_it_is_stored() -> None:
     sqs = FakeSqs(3)
-    running = worker(sqs, SlowProcessor(1.2), grace_s=5, visibility_s=1)
+    running = fake_worker(sqs, SlowProcessor(1.2), grace_s=5, visibility_s=1)
     task = asyncio.create_task(running.run())
     await asyncio.sleep(1.5)
     running.stop()
@@ -82,7 +68,7 @@ async def test_a_slow_batch_keeps_its_messages_hidden_until_it_is_stored() -> No
 
 async def test_shutdown_waits_within_its_bound_then_gives_messages_back() -> None:
     sqs = FakeSqs(2)
-    running = worker(sqs, SlowProcessor(60), grace_s=0.3, visibility_s=30)
+    running = fake_worker(sqs, SlowProcessor(60), grace_s=0.3, visibility_s=30)
     task = asyncio.create_task(running.run())
     await asyncio.sleep(0.1)
     with capture_logs() as logs:
@@ -97,7 +83,7 @@ async def test_shutdown_waits_within_its_bound_then_gives_messages_back() -> Non
 
 async def test_shutdown_lets_a_batch_that_finishes_in_time_complete() -> None:
     sqs = FakeSqs(1)
-    running = worker(sqs, SlowProcessor(0.3), grace_s=5, visibility_s=30)
+    running = fake_worker(sqs, SlowProcessor(0.3), grace_s=5, visibility_s=30)
     task = asyncio.create_task(running.run())
     await asyncio.sleep(0.1)
     running.stop()
@@ -148,7 +134,7 @@ FAST_PROBE = BackoffPolicy("test", base_s=0.01, cap_s=0.02)
 
 async def test_a_storage_outage_holds_the_batch_and_stops_receiving_until_storage_answers() -> None:
     sqs, probe = CountingSqs(2), Probe(fails=3)
-    running = worker(
+    running = fake_worker(
         sqs, OutageProcessor(outage=2), grace_s=5, visibility_s=1, receivers=2, probe=probe, probe_policy=FAST_PROBE
     )
     task = asyncio.create_task(running.run())
@@ -167,7 +153,7 @@ async def test_a_storage_outage_holds_the_batch_and_stops_receiving_until_storag
 
 async def test_shutdown_during_an_outage_gives_the_held_messages_back() -> None:
     sqs = CountingSqs(3)
-    running = worker(
+    running = fake_worker(
         sqs,
         OutageProcessor(outage=1_000),
         grace_s=5,

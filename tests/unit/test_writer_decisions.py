@@ -18,11 +18,11 @@ from shared.retry import BackoffPolicy
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser
 from shared.storage.layout import TRANSACTION_MAX_ITEMS
-from tests.helpers import queued_event
-from writer_worker.dead_letters import DEFERRALS_ATTRIBUTE
-from writer_worker.processor import BatchProcessor, Disposition, MessageResult, Received
+from shared.storage.transactions import Cancellation, Role, TxItem
+from tests.helpers import fake_worker, queued_event
+from writer_worker.processor import DEFERRALS_ATTRIBUTE, BatchProcessor, Disposition, MessageResult, Received
 from writer_worker.store import EventWriter, Outcome, _Claimed, _groups, unavailable
-from writer_worker.worker import QueueUrls, StorageGate, Worker
+from writer_worker.worker import StorageGate, Worker
 
 FAST = BackoffPolicy("test", base_s=0.005, cap_s=0.01)
 
@@ -129,8 +129,10 @@ async def test_a_message_shared_with_a_hot_account_is_done_and_defers_only_the_h
 
 def test_a_throttled_counter_item_spreads_its_own_account_only() -> None:
     chooser = ShardChooser(8)
-    reasons = [{"Code": "None"}, {"Code": "None"}, {"Code": "ThrottlingError"}, {"Code": "None"}]
-    chooser.cancelled(reasons, ["a", "b"], [None, None, "b", "a"])
+    items = [TxItem(Role.EVENT_PUT, {}, None, "b"), TxItem(Role.CLAIM, {}, None, "b")]
+    items += [TxItem(Role.COUNTER, {}, None, "b"), TxItem(Role.COUNTER, {}, None, "a")]
+    codes = ["None", "None", "ThrottlingError", "None"]
+    chooser.cancelled([Cancellation(item, code) for item, code in zip(items, codes, strict=True)], ["a", "b"])
     assert set(chooser._contended) == {"b"}
 
 
@@ -202,7 +204,7 @@ def test_a_group_never_holds_more_items_than_a_transaction_takes_even_for_an_emp
     claims = [_Claimed(e, f"{e.account_id}|{e.event_id}") for e in events]
     groups = list(_groups(claims))
     assert sum(len(g) for g in groups) == 200
-    assert max(len(writer._transaction(g)) for g in groups) <= TRANSACTION_MAX_ITEMS
+    assert max(len(writer._transaction(g, 0)) for g in groups) <= TRANSACTION_MAX_ITEMS
 
 
 # 2, 3, 4, 12: the gate
@@ -343,17 +345,7 @@ class FakeSqs:
 
 
 async def run_worker(sqs: FakeSqs, processor: Any, until: Callable[[], bool], **kwargs: Any) -> Worker:
-    worker = Worker(
-        sqs,  # type: ignore[arg-type]
-        QueueUrls("events", "dlq"),
-        processor,
-        receivers=kwargs.pop("receivers", 1),
-        wait_time_s=20,
-        shutdown_grace_s=2,
-        visibility_timeout_s=kwargs.pop("visibility_s", 30),
-        probe_policy=FAST,
-        **kwargs,
-    )
+    worker = fake_worker(sqs, processor, probe_policy=FAST, **kwargs)
     task = asyncio.create_task(worker.run())
     for _ in range(300):
         if until():
@@ -437,17 +429,7 @@ async def test_while_the_probe_answers_but_writes_fail_only_one_batch_tests_stor
     sqs = FakeSqs([f"{{{i}}}" for i in range(3)])
     sqs.per_receive = 1  # three receivers, three held batches
     processor = Down()
-    worker = Worker(
-        sqs,  # type: ignore[arg-type]
-        QueueUrls("events", "dlq"),
-        processor,  # type: ignore[arg-type]
-        receivers=3,
-        wait_time_s=20,
-        shutdown_grace_s=2,
-        visibility_timeout_s=30,
-        probe=probe,
-        probe_policy=FAST,
-    )
+    worker = fake_worker(sqs, processor, receivers=3, probe=probe, probe_policy=FAST)
     task = asyncio.create_task(worker.run())
     for _ in range(1000):  # bounded: a fake's counter, polled
         if probes >= 6:

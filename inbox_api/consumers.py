@@ -1,0 +1,294 @@
+"""The ``/consumers`` routes (``CONSUMER_ROUTES``: declared once, the router and the OpenAPI
+document both come from them) and ``partition_of``, which turns an inbox call's ``consumer``
+into the partition the call reads and writes.
+
+Every change goes through ``shared.storage.registry.ConsumerRegistry``, the class the
+operators' CLI uses too. The ``default`` consumer is never stored: it is the account's own
+partition, every type, from the earliest event retained, and it cannot be changed (409).
+Bodies are decoded once into the Structs of inbox_api/schemas.py; what their schema cannot
+say (a name ``default``, a bare ``.*``, a time that does not exist) is refused here with a
+400 naming the field, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+from litestar import Request
+
+from inbox_api.schemas import (
+    CONSUMER_EXAMPLE,
+    CONSUMER_IN_EXAMPLE,
+    CONSUMER_LIST_EXAMPLE,
+    CONSUMER_NAME,
+    CONSUMER_PATCH_EXAMPLE,
+    RFC3339_TIME,
+    Backfill,
+    ConsumerIn,
+    ConsumerList,
+    ConsumerOut,
+    ConsumerPatch,
+)
+from shared.contract.ids import rfc3339
+from shared.errors import DefaultConsumer, ErrorDetail, NotFound, ValidationError
+from shared.keys.model import KeyRecord
+from shared.storage import consumers
+from shared.storage.consumers import DEFAULT, Consumer, Job
+from shared.storage.registry import NO_SUCH_CONSUMER, ConsumerRegistry, wall_clock_us
+from shared.web.body import BodyDeadlines
+from shared.web.decoding import decode_json, require_json
+from shared.web.routes import Content, Parameter, Refusal, Route
+
+MAX_CONSUMER_BODY_BYTES = 32 * 1024  # 50 patterns of 255 characters, JSON-escaped, fit
+_create_decoder = msgspec.json.Decoder(ConsumerIn)
+_patch_decoder = msgspec.json.Decoder(ConsumerPatch)
+_US = 1_000_000
+_RFC3339 = re.compile(RFC3339_TIME)
+
+
+class _Context(Protocol):
+    """What these routes use of the inbox's context (inbox_api/app.py ``InboxContext``)."""
+
+    registry: ConsumerRegistry
+    bodies: BodyDeadlines
+
+
+def _context(request: Request[Any, Any, Any]) -> _Context:
+    context: _Context = request.app.state.inbox
+    return context
+
+
+# The consumer of an inbox call
+
+
+CONSUMER_PARAMETER = Parameter(
+    "consumer",
+    "query",
+    {"type": "string", "pattern": CONSUMER_NAME, "default": DEFAULT},
+    "The consumer whose events these are (GET /consumers). Unknown: 404.",
+)
+
+
+def consumer_name(request: Request[Any, Any, Any]) -> str | None:
+    """The call's named consumer; None for ``default`` (the account's own inbox)."""
+    name: str | None = request.query_params.get("consumer")
+    if name is None or name == DEFAULT:
+        return None
+    if not consumers.valid_name(name):
+        raise ValidationError("Invalid query parameters.", [ErrorDetail("consumer", _NAME_RULE)])
+    return name
+
+
+async def partition_of(request: Request[Any, Any, Any], key: KeyRecord, name: str | None) -> str:
+    """Where the call's events live: the account's partition for ``default``, else the
+    named consumer's (read consistently: a consumer just created is found, a deleted one not)."""
+    if name is None:
+        return key.account_id
+    return (await _context(request).registry.get(key.account_id, name)).partition
+
+
+# The routes' handlers
+
+
+async def create_consumer(request: Request[Any, Any, Any], key: KeyRecord) -> ConsumerOut:
+    body = await _body(request, _create_decoder)
+    details = _name_problems(body.name)
+    event_types = _filter(body.event_types, details)
+    start_us = _start_us(body.start, details)
+    if details:
+        raise ValidationError("Invalid request body.", details)
+    consumer = await _context(request).registry.create(key.account_id, body.name, event_types, start_us)
+    return _out(consumer, 0)
+
+
+async def list_consumers(request: Request[Any, Any, Any], key: KeyRecord) -> ConsumerList:
+    registry = _context(request).registry
+    named = await registry.list(key.account_id)
+    counts = await asyncio.gather(
+        registry.undelivered(key.account_id), *(registry.undelivered(c.partition) for c in named)
+    )
+    return ConsumerList([_default_out(counts[0]), *(_out(c, n) for c, n in zip(named, counts[1:], strict=True))])
+
+
+async def get_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> ConsumerOut:
+    registry = _context(request).registry
+    if name == DEFAULT:
+        return _default_out(await registry.undelivered(key.account_id))
+    consumer = await registry.get(key.account_id, _known(name))
+    return _out(consumer, await registry.undelivered(consumer.partition))
+
+
+async def update_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> ConsumerOut:
+    _changeable(name)
+    body = await _body(request, _patch_decoder)
+    details: list[ErrorDetail] = []
+    event_types = _filter(body.event_types, details)
+    if details:
+        raise ValidationError("Invalid request body.", details)
+    registry = _context(request).registry
+    consumer = await registry.update(key.account_id, _known(name), event_types)
+    return _out(consumer, await registry.undelivered(consumer.partition))
+
+
+async def delete_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> None:
+    _changeable(name)
+    await _context(request).registry.delete(key.account_id, _known(name))
+
+
+# Reading and checking bodies
+
+_NAME_RULE = "Must be 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-'."
+
+
+async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[Any]) -> Any:
+    require_json(request.headers.get("content-type"))
+    raw = await _context(request).bodies.read(
+        request.receive, request.headers.get("content-length"), MAX_CONSUMER_BODY_BYTES
+    )
+    return decode_json(decoder, raw)
+
+
+def _name_problems(name: str) -> list[ErrorDetail]:
+    # The schema's pattern is searched with ``$``, which lets a trailing newline through.
+    if not consumers.valid_name(name):
+        return [ErrorDetail("$.name", _NAME_RULE)]
+    if name == DEFAULT:
+        return [ErrorDetail("$.name", "'default' is every account's own consumer: choose another name.")]
+    return []
+
+
+def _filter(event_types: list[str] | None, details: list[ErrorDetail]) -> tuple[str, ...] | None:
+    """The filter as stored: each entry once, in the order given."""
+    if event_types is None:
+        return None
+    for index, pattern in enumerate(event_types):
+        problem = consumers.pattern_problem(pattern)
+        if problem is not None:
+            details.append(ErrorDetail(f"$.event_types[{index}]", problem))
+    return tuple(dict.fromkeys(event_types))
+
+
+def _start_us(start: str, details: list[ErrorDetail]) -> int:
+    """``earliest``: 0; ``now``: this instant; a time: its microsecond (at or after 1970)."""
+    if start == "earliest":
+        return 0
+    if start == "now":
+        return wall_clock_us()
+    # The schema's pattern is searched with ``$``: matched again in full, then read.
+    moment = None
+    if _RFC3339.fullmatch(start):
+        try:
+            moment = datetime.fromisoformat(start.upper().replace("Z", "+00:00"))
+        except ValueError:  # month 13, hour 25, an offset past a day
+            moment = None
+    if moment is None:
+        details.append(ErrorDetail("$.start", "Must be 'now', 'earliest' or an RFC 3339 time with its offset."))
+        return 0
+    try:
+        stamp_us = round(moment.timestamp() * _US)
+    except (OverflowError, ValueError):  # year 1 moved by its offset before year 1
+        stamp_us = -1
+    if stamp_us < 0:
+        details.append(ErrorDetail("$.start", "Must be 1970-01-01T00:00:00Z or later."))
+        return 0
+    return stamp_us
+
+
+def _known(name: str) -> str:
+    """A path's name; one no consumer can have is no consumer."""
+    if not consumers.valid_name(name):
+        raise NotFound(NO_SUCH_CONSUMER)
+    return name
+
+
+def _changeable(name: str) -> None:
+    if name == DEFAULT:
+        raise DefaultConsumer("The default consumer cannot be changed or deleted.")
+
+
+# Answers
+
+
+def _out(consumer: Consumer, undelivered: int) -> ConsumerOut:
+    return ConsumerOut(
+        name=consumer.name,
+        event_types=list(consumer.event_types) if consumer.event_types is not None else None,
+        start="earliest" if consumer.start_us == 0 else rfc3339(consumer.start_us),
+        created_at=rfc3339(consumer.created_at_us),
+        total_undelivered=undelivered,
+        backfill=Backfill(
+            done=consumer.job is not Job.BACKFILL, events_walked=consumer.walked, events_copied=consumer.delivered
+        ),
+    )
+
+
+def _default_out(undelivered: int) -> ConsumerOut:
+    return ConsumerOut(DEFAULT, None, "earliest", None, undelivered, None)
+
+
+# The declarations
+
+_NAME = Parameter("name", "path", {"type": "string", "minLength": 1, "maxLength": 64}, required=True)
+_NAME_REFUSALS = (
+    Refusal("VALIDATION_ERROR", "$.name", "The name is 'default' (every account's own consumer).", "$.name"),
+    Refusal("VALIDATION_ERROR", "$.event_types", "An entry is '.*' alone (the details name it).", "$.event_types[0]"),
+    Refusal("VALIDATION_ERROR", "$.start", "The time does not exist (month 13) or is before 1970.", "$.start"),
+)
+
+CONSUMER_ROUTES = (
+    Route(
+        "post",
+        "/consumers",
+        "Create a named consumer of the account's events",
+        create_consumer,
+        201,
+        answer=Content(ConsumerOut, CONSUMER_EXAMPLE),
+        body=Content(ConsumerIn, CONSUMER_IN_EXAMPLE),
+        errors=(400, 409, 413, 415, 429, 503),
+        refusals=_NAME_REFUSALS,
+    ),
+    Route(
+        "get",
+        "/consumers",
+        "The account's consumers: default first, then by name",
+        list_consumers,
+        200,
+        answer=Content(ConsumerList, CONSUMER_LIST_EXAMPLE),
+        errors=(429, 503),
+    ),
+    Route(
+        "get",
+        "/consumers/{name}",
+        "One consumer, with its undelivered count",
+        get_consumer,
+        200,
+        answer=Content(ConsumerOut, CONSUMER_EXAMPLE),
+        parameters=(_NAME,),
+        errors=(404, 429, 503),
+    ),
+    Route(
+        "patch",
+        "/consumers/{name}",
+        "Change a consumer's filter (for events stored from then on)",
+        update_consumer,
+        200,
+        answer=Content(ConsumerOut, CONSUMER_EXAMPLE),
+        body=Content(ConsumerPatch, CONSUMER_PATCH_EXAMPLE),
+        parameters=(_NAME,),
+        errors=(400, 404, 409, 413, 415, 429, 503),
+        refusals=(_NAME_REFUSALS[1],),
+    ),
+    Route(
+        "delete",
+        "/consumers/{name}",
+        "Delete a consumer: its name and its place in the account's limit are free at once",
+        delete_consumer,
+        204,
+        parameters=(_NAME,),
+        errors=(404, 409, 429, 503),
+    ),
+)

@@ -1,0 +1,345 @@
+"""The consumers table's items, built and read here only: a named consumer, and the account's
+``#account`` item that counts them.
+
+A consumer item (key ``account_id``, ``name``): ``generation`` (random, new at each creation,
+part of its partition: ``layout.consumer_partition``), ``event_types`` (a list of exact
+types and ``prefix.*`` patterns; absent: every type), ``start_us`` (0: as far back as
+retention keeps events), ``created_at_us``, ``status`` and, while it has one, its job:
+``job`` (``backfill`` or ``cleanup``), ``job_pk`` and ``job_due_us`` (the sparse ``jobs``
+index), ``job_after`` (the last event id the job has handled), ``job_owner`` and
+``job_lease_until_us`` (the inbox process running it), ``walked`` and ``delivered`` (what
+the backfill has read and copied so far).
+
+A deleted consumer's item moves to the name ``#deleted:<name>#<generation>`` with status
+``deleting`` and a clean-up job: the name is free again at once, and the writers, which see
+the moved item in their view, stop copying to it. Names of real consumers never start with
+``#``. The ``#account`` item holds ``n``, how many named consumers the account has: creation
+and deletion move it in the same transaction as the consumer item, on condition that it
+stays within the account's limit.
+
+Who uses what: the inbox's ``/consumers`` routes (create, read, filter, delete), the writer's
+view of an account (``view_query``, ``consumers_of``), the job runner (``jobs_query`` and
+the ``job_*`` updates).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from shared.storage.layout import JOBS_INDEX, consumer_partition
+
+DEFAULT = "default"  # every account's implicit consumer: today's inbox, never stored
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_EVENT_TYPES = 50  # patterns in one consumer's filter
+MAX_EVENT_TYPE_CHARS = 255
+PREFIX_SUFFIX = ".*"
+ACCOUNT_ITEM = "#account"
+_DELETED = "#deleted:"
+_JOBS_PARTITION = "due"  # one partition of the jobs index: a few items, read a few times a minute
+_GENERATION_BYTES = 6
+
+
+class Status(enum.StrEnum):
+    ACTIVE = "active"
+    DELETING = "deleting"
+
+
+class Job(enum.StrEnum):
+    BACKFILL = "backfill"  # copy the events received from its start on, stored before writers knew it
+    CLEANUP = "cleanup"  # delete a deleted consumer's copies and counters
+
+
+def valid_name(name: str) -> bool:
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a filter entry is not an exact type or ``prefix.*``; None when it is one."""
+    if not 1 <= len(pattern) <= MAX_EVENT_TYPE_CHARS:
+        return f"Each entry must be 1 to {MAX_EVENT_TYPE_CHARS} characters."
+    if pattern == PREFIX_SUFFIX:
+        return "A prefix pattern needs a prefix before '.*' (leave event_types out for every type)."
+    return None
+
+
+def matches(event_types: tuple[str, ...] | None, event_type: str) -> bool:
+    """Does a filter take this type? ``order.*`` takes ``order.created`` and ``order.a.b``, not ``order``."""
+    if event_types is None:
+        return True
+    for pattern in event_types:
+        if pattern == event_type:
+            return True
+        if pattern.endswith(PREFIX_SUFFIX) and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    account_id: str
+    name: str
+    generation: str
+    event_types: tuple[str, ...] | None
+    start_us: int  # 0: the earliest event retained
+    created_at_us: int
+    status: Status = Status.ACTIVE
+    job: Job | None = None
+    job_due_us: int | None = None
+    job_after: str | None = None
+    job_owner: str | None = None
+    job_lease_until_us: int | None = None
+    walked: int = 0
+    delivered: int = 0
+
+    @property
+    def partition(self) -> str:
+        """Its copies' ``account_id`` in the events table (and its counters' id)."""
+        return consumer_partition(self.account_id, self.name, self.generation)
+
+    @property
+    def stored_name(self) -> str:
+        """The item's sort key: its name, or the moved name of a deleted consumer."""
+        if self.status is Status.DELETING:
+            return f"{_DELETED}{self.name}#{self.generation}"
+        return self.name
+
+    def takes(self, event_type: str, received_at_us: int) -> bool:
+        """Is an event of this type, received then, one of this consumer's?"""
+        return (
+            self.status is Status.ACTIVE and received_at_us >= self.start_us and matches(self.event_types, event_type)
+        )
+
+
+def new_generation() -> str:
+    return secrets.token_hex(_GENERATION_BYTES)
+
+
+# Writing
+
+
+def consumer_key(account_id: str, stored_name: str) -> dict[str, dict[str, str]]:
+    return {"account_id": {"S": account_id}, "name": {"S": stored_name}}
+
+
+def consumer_item(consumer: Consumer) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        **consumer_key(consumer.account_id, consumer.stored_name),
+        "generation": {"S": consumer.generation},
+        "start_us": {"N": str(consumer.start_us)},
+        "created_at_us": {"N": str(consumer.created_at_us)},
+        "status": {"S": consumer.status.value},
+        "walked": {"N": str(consumer.walked)},
+        "delivered": {"N": str(consumer.delivered)},
+    }
+    if consumer.event_types is not None:
+        item["event_types"] = {"L": [{"S": t} for t in consumer.event_types]}
+    if consumer.job is not None:
+        item["job"] = {"S": consumer.job.value}
+        item["job_pk"] = {"S": _JOBS_PARTITION}
+        item["job_due_us"] = {"N": str(consumer.job_due_us or 0)}
+        if consumer.job_after is not None:
+            item["job_after"] = {"S": consumer.job_after}
+    return item
+
+
+def create_put(table: str, consumer: Consumer) -> dict[str, Any]:
+    """Put a new consumer unless its name is taken."""
+    return {
+        "TableName": table,
+        "Item": consumer_item(consumer),
+        "ConditionExpression": "attribute_not_exists(#n)",
+        "ExpressionAttributeNames": {"#n": "name"},
+    }
+
+
+def count_update(table: str, account_id: str, delta: int, limit: int) -> dict[str, Any]:
+    """Move the account's consumer count by ``delta``; an increase only while under ``limit``."""
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": consumer_key(account_id, ACCOUNT_ITEM),
+        "UpdateExpression": "ADD n :d",
+        "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+    }
+    if delta > 0:
+        update["ConditionExpression"] = "attribute_not_exists(n) OR n <= :most"
+        update["ExpressionAttributeValues"][":most"] = {"N": str(limit - delta)}
+    return update
+
+
+def filter_update(table: str, consumer: Consumer, event_types: tuple[str, ...] | None) -> dict[str, Any]:
+    """Change an active consumer's filter, if it is still the generation that was read."""
+    update: dict[str, Any] = {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.name),
+        "ConditionExpression": "generation = :g",
+        "ExpressionAttributeValues": {":g": {"S": consumer.generation}},
+    }
+    if event_types is None:
+        update["UpdateExpression"] = "REMOVE event_types"
+    else:
+        update["UpdateExpression"] = "SET event_types = :t"
+        update["ExpressionAttributeValues"][":t"] = {"L": [{"S": t} for t in event_types]}
+    return update
+
+
+def delete_active(table: str, consumer: Consumer) -> dict[str, Any]:
+    """Remove the active item of the generation that was read (the transaction moves it)."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.name),
+        "ConditionExpression": "generation = :g",
+        "ExpressionAttributeValues": {":g": {"S": consumer.generation}},
+    }
+
+
+def moved_put(table: str, deleting: Consumer) -> dict[str, Any]:
+    """Put a deleted consumer's item under its moved name (the transaction removes the active one)."""
+    if deleting.status is not Status.DELETING:
+        raise ValueError("only a deleting consumer moves")
+    return {
+        "TableName": table,
+        "Item": consumer_item(deleting),
+        "ConditionExpression": "attribute_not_exists(#n)",
+        "ExpressionAttributeNames": {"#n": "name"},
+    }
+
+
+# Reading
+
+
+def view_query(table: str, account_id: str) -> dict[str, Any]:
+    """Every item of an account, read consistently: what a writer's view and ``GET /consumers`` read."""
+    return {
+        "TableName": table,
+        "KeyConditionExpression": "account_id = :a",
+        "ExpressionAttributeValues": {":a": {"S": account_id}},
+        "ConsistentRead": True,
+    }
+
+
+def get_key(table: str, account_id: str, name: str) -> dict[str, Any]:
+    return {"TableName": table, "Key": consumer_key(account_id, name), "ConsistentRead": True}
+
+
+def consumer_from_item(item: dict[str, Any]) -> Consumer | None:
+    """A consumer item as stored (a deleted one included); None for the ``#account`` item."""
+    stored = item["name"]["S"]
+    if stored == ACCOUNT_ITEM:
+        return None
+    deleting = stored.startswith(_DELETED)
+    name = stored[len(_DELETED) :].rsplit("#", 1)[0] if deleting else stored
+    types = item.get("event_types")
+    return Consumer(
+        account_id=item["account_id"]["S"],
+        name=name,
+        generation=item["generation"]["S"],
+        event_types=tuple(t["S"] for t in types["L"]) if types is not None else None,
+        start_us=int(item["start_us"]["N"]),
+        created_at_us=int(item["created_at_us"]["N"]),
+        status=Status(item["status"]["S"]),
+        job=Job(item["job"]["S"]) if "job" in item else None,
+        job_due_us=_number(item, "job_due_us"),
+        job_after=item["job_after"]["S"] if "job_after" in item else None,
+        job_owner=item["job_owner"]["S"] if "job_owner" in item else None,
+        job_lease_until_us=_number(item, "job_lease_until_us"),
+        walked=_number(item, "walked") or 0,
+        delivered=_number(item, "delivered") or 0,
+    )
+
+
+def consumers_of(items: list[dict[str, Any]]) -> list[Consumer]:
+    """The consumers among an account's items (``view_query``'s answer), deleted ones included."""
+    return [c for item in items if (c := consumer_from_item(item)) is not None]
+
+
+def account_count(items: list[dict[str, Any]]) -> int:
+    """How many named consumers the ``#account`` item counts (0 when it does not exist)."""
+    for item in items:
+        if item["name"]["S"] == ACCOUNT_ITEM:
+            return _number(item, "n") or 0
+    return 0
+
+
+def _number(item: dict[str, Any], name: str) -> int | None:
+    return int(item[name]["N"]) if name in item else None
+
+
+# Jobs: taken under a lease, run in steps, their place saved after each (docs/architecture.md)
+
+
+def jobs_query(table: str, now_us: int, limit: int = 10) -> dict[str, Any]:
+    """Consumers whose job is due (an eventually consistent read: the lease decides who runs)."""
+    return {
+        "TableName": table,
+        "IndexName": JOBS_INDEX,
+        "KeyConditionExpression": "job_pk = :p AND job_due_us <= :now",
+        "ExpressionAttributeValues": {":p": {"S": _JOBS_PARTITION}, ":now": {"N": str(now_us)}},
+        "Limit": limit,
+    }
+
+
+def job_lease(table: str, consumer: Consumer, owner: str, now_us: int, until_us: int) -> dict[str, Any]:
+    """Take (or renew) the job's lease: free, expired, or already ours, and the same job."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.stored_name),
+        "UpdateExpression": "SET job_owner = :me, job_lease_until_us = :until",
+        "ConditionExpression": "generation = :g AND #job = :job AND "
+        "(attribute_not_exists(job_owner) OR job_owner = :me OR job_lease_until_us < :now)",
+        "ExpressionAttributeNames": {"#job": "job"},
+        "ExpressionAttributeValues": {
+            ":me": {"S": owner},
+            ":until": {"N": str(until_us)},
+            ":now": {"N": str(now_us)},
+            ":g": {"S": consumer.generation},
+            ":job": {"S": (consumer.job or Job.BACKFILL).value},
+        },
+        "ReturnValues": "ALL_NEW",
+    }
+
+
+def job_progress(
+    table: str, consumer: Consumer, owner: str, *, after: str, walked: int, delivered: int, until_us: int
+) -> dict[str, Any]:
+    """Save the job's place (and renew its lease) while this process still holds it."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.stored_name),
+        "UpdateExpression": "SET job_after = :after, walked = walked + :w, delivered = delivered + :d, "
+        "job_lease_until_us = :until",
+        "ConditionExpression": "job_owner = :me AND generation = :g",
+        "ExpressionAttributeValues": {
+            ":after": {"S": after},
+            ":w": {"N": str(walked)},
+            ":d": {"N": str(delivered)},
+            ":until": {"N": str(until_us)},
+            ":me": {"S": owner},
+            ":g": {"S": consumer.generation},
+        },
+    }
+
+
+def job_done(table: str, consumer: Consumer, owner: str) -> dict[str, Any]:
+    """End a backfill: the consumer leaves the jobs index."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.stored_name),
+        "UpdateExpression": "REMOVE #job, job_pk, job_due_us, job_owner, job_lease_until_us",
+        "ConditionExpression": "job_owner = :me AND generation = :g",
+        "ExpressionAttributeNames": {"#job": "job"},
+        "ExpressionAttributeValues": {":me": {"S": owner}, ":g": {"S": consumer.generation}},
+    }
+
+
+def cleanup_done(table: str, consumer: Consumer, owner: str) -> dict[str, Any]:
+    """End a clean-up: the deleted consumer's item goes."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.stored_name),
+        "ConditionExpression": "job_owner = :me AND generation = :g",
+        "ExpressionAttributeValues": {":me": {"S": owner}, ":g": {"S": consumer.generation}},
+    }

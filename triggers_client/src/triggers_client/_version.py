@@ -1,0 +1,3 @@
+"""The distribution's version: one place, read by pyproject.toml and the User-Agent."""
+
+__version__ = "0.4.0"
