@@ -38,7 +38,7 @@ from shared.errors import DefaultConsumer, ErrorDetail, NotFound, ValidationErro
 from shared.keys.model import KeyRecord
 from shared.storage import consumers
 from shared.storage.consumers import DEFAULT, Consumer, Job
-from shared.storage.registry import NO_SUCH_CONSUMER, ConsumerRegistry, wall_clock_us
+from shared.storage.registry import NO_SUCH_CONSUMER, ConsumerRegistry
 from shared.web.body import BodyDeadlines
 from shared.web.decoding import decode_json, require_json
 from shared.web.routes import Content, Parameter, Refusal, Route
@@ -141,7 +141,7 @@ async def delete_consumer(request: Request[Any, Any, Any], key: KeyRecord, name:
 
 # Reading and checking bodies
 
-_NAME_RULE = "Must be 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-'."
+_NAME_RULE = "Must be 1 to 64 of A-Z, a-z, 0-9, '_', '.', '-', not dots only."
 
 
 async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[Any]) -> Any:
@@ -172,12 +172,13 @@ def _filter(event_types: list[str] | None, details: list[ErrorDetail]) -> tuple[
     return tuple(dict.fromkeys(event_types))
 
 
-def _start_us(start: str, details: list[ErrorDetail]) -> int:
-    """``earliest``: 0; ``now``: this instant; a time: its microsecond (at or after 1970)."""
+def _start_us(start: str, details: list[ErrorDetail]) -> int | None:
+    """``earliest``: 0; ``now``: None (the creation's instant, less ``consumers.NOW_LEEWAY_US``);
+    a time: its microsecond (from 1970 to 9999 in UTC)."""
     if start == "earliest":
         return 0
     if start == "now":
-        return wall_clock_us()
+        return None  # the registry's: the creation's own instant
     # The schema's pattern is searched with ``$``: matched again in full, then read.
     moment = None
     if _RFC3339.fullmatch(start):
@@ -192,8 +193,8 @@ def _start_us(start: str, details: list[ErrorDetail]) -> int:
         stamp_us = round(moment.timestamp() * _US)
     except (OverflowError, ValueError):  # year 1 moved by its offset before year 1
         stamp_us = -1
-    if stamp_us < 0:
-        details.append(ErrorDetail("$.start", "Must be 1970-01-01T00:00:00Z or later."))
+    if not 0 <= stamp_us <= consumers.LATEST_START_US:
+        details.append(ErrorDetail("$.start", "Must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z."))
         return 0
     return stamp_us
 
@@ -233,10 +234,16 @@ def _default_out(undelivered: int) -> ConsumerOut:
 # The declarations
 
 _NAME = Parameter("name", "path", {"type": "string", "minLength": 1, "maxLength": 64}, required=True)
-_NAME_REFUSALS = (
+_PATTERN_REFUSAL = Refusal(
+    "VALIDATION_ERROR", "$.event_types", "An entry is '.*' alone (the details name it).", "$.event_types[0]"
+)
+_CREATE_REFUSALS = (
     Refusal("VALIDATION_ERROR", "$.name", "The name is 'default' (every account's own consumer).", "$.name"),
-    Refusal("VALIDATION_ERROR", "$.event_types", "An entry is '.*' alone (the details name it).", "$.event_types[0]"),
-    Refusal("VALIDATION_ERROR", "$.start", "The time does not exist (month 13) or is before 1970.", "$.start"),
+    Refusal("VALIDATION_ERROR", "$.name", "The name is made of dots only ('.', '..': path steps).", "$.name"),
+    _PATTERN_REFUSAL,
+    Refusal(
+        "VALIDATION_ERROR", "$.start", "The time does not exist (month 13), is before 1970 or after 9999.", "$.start"
+    ),
 )
 
 CONSUMER_ROUTES = (
@@ -249,7 +256,7 @@ CONSUMER_ROUTES = (
         answer=Content(ConsumerOut, CONSUMER_EXAMPLE),
         body=Content(ConsumerIn, CONSUMER_IN_EXAMPLE),
         errors=(400, 409, 413, 415, 429, 503),
-        refusals=_NAME_REFUSALS,
+        refusals=_CREATE_REFUSALS,
     ),
     Route(
         "get",
@@ -280,7 +287,7 @@ CONSUMER_ROUTES = (
         body=Content(ConsumerPatch, CONSUMER_PATCH_EXAMPLE),
         parameters=(_NAME,),
         errors=(400, 404, 409, 413, 415, 429, 503),
-        refusals=(_NAME_REFUSALS[1],),
+        refusals=(_PATTERN_REFUSAL,),
     ),
     Route(
         "delete",

@@ -2,25 +2,30 @@
 clean-up (docs/architecture.md, "Consumers", "Where jobs run").
 
 Every ``job_poll_s`` (jittered, so processes started together drift apart) a process reads
-the due jobs (``consumers.jobs_query``), takes the lease of one (``consumers.job_lease``,
-owner: a random id of this process) and runs it in steps of at most a page of items, at most
-``backfill_events_per_s`` items a second. Each step saves its place and renews the lease in
-one conditional update (``consumers.job_progress``). A save refused by its condition means
-the lease is lost (another process took it after it expired, or the consumer moved): the
-job stops here, and whoever holds it resumes from the place saved last. A step done twice
-writes nothing twice: copies are conditional puts, and deleting a deleted item does nothing.
+the due jobs (``consumers.jobs_query``, earliest due first; a leased job is due again when
+its lease ends, so running jobs never crowd out waiting ones), takes the lease of one
+(``consumers.job_lease``, owner: a random id of this process) and runs it in steps of at
+most a page of items, at most ``backfill_events_per_s`` items a second. Each step saves its
+place and renews the lease in one conditional update (``consumers.job_progress``). A save
+refused by its condition means the lease is lost (another process took it after it expired,
+or the consumer moved): the job stops here, and whoever holds it resumes from the place
+saved last. A step that fails, or must wait, gives the job back (``consumers.job_release``),
+due again after ``STUCK_WAIT_S``. A step done twice writes nothing twice: copies are
+conditional puts, and deleting a deleted item does nothing.
 
-Backfill: walk the account's items from ``id_floor(start)`` (``events.walk_query``) and copy
+Backfill: walk the account's items from ``id_floor(start)`` to the consumer's
+``walk_until_us`` (``events.walk_query``; the writers copy what was received later) and copy
 each event the consumer takes through ``CopyWriter``, the writers' own copier. The place
-never passes a copy that did not settle (the next poll tries it again), except one storage
-refuses as it is (``REJECTED``: logged and passed, so one event never stalls the rest). Clean-up: delete the
-partition's copies a page at a time, with the counters of each type seen in the page (so an
+never passes a copy that did not settle, except one storage refuses as it is (``REJECTED``:
+logged and passed, so one event never stalls the rest). Clean-up: delete the partition's
+copies a page at a time, each page after the counters of the types it holds (so an
 interrupted clean-up forgets no type), then the partition's counter and the moved item.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import secrets
@@ -41,12 +46,16 @@ from shared.storage.consumers import Consumer, Job
 from shared.storage.copies import Copy, CopyOutcome, CopyWriter
 from shared.storage.counters import shard_keys_query
 from shared.storage.layout import counter_id
+from shared.storage.transactions import Role, TransactionCancelled, TxItem, transact
 
 log = structlog.get_logger()
 
 LEASE_S = 30.0  # a process that died holds its job this long at most
 STEP_ITEMS = 200  # items a step reads: one Query, one or two copy transactions
 CLOSE_WAIT_S = 5.0  # how long close() waits for the cancelled step to unwind
+# A job whose copy did not settle (a throttled partition, storage away) is given back, due
+# again after this: any process may take it then, and other jobs run meanwhile.
+STUCK_WAIT_S = 2.0
 BATCH_WRITE_MAX = 25  # DynamoDB's limit of one BatchWriteItem
 # Deletes a BatchWriteItem left unprocessed are sent again a few times within the step; what
 # is still left fails the step, and the next poll starts it again.
@@ -124,7 +133,11 @@ class JobRunner:
             candidate = consumers.consumer_from_item(item)
             if candidate is None or candidate.job is None or self._leased_elsewhere(candidate, now_us):
                 continue
-            leased = await self._lease(candidate, now_us)
+            try:
+                leased = await self._lease(candidate, now_us)
+            except Exception as exc:  # noqa: BLE001 - one job's refusal must not hide the others
+                log.warning("consumer_job_lease_failed", account_id=candidate.account_id, error=_code(exc))
+                continue
             if leased is not None:
                 await self._run(leased)
                 return True
@@ -162,7 +175,8 @@ class JobRunner:
                     log.info("consumer_job_lease_lost", **context)
                     return
                 if step.stuck:
-                    log.warning("consumer_job_waits", **context)
+                    log.warning("consumer_job_waits", **context, wait_s=STUCK_WAIT_S)
+                    await self._release(job)
                     return
                 if step.end:
                     await self._finish(job, context)
@@ -171,6 +185,8 @@ class JobRunner:
                 await self._pace(started, step.read)
         except Exception as exc:  # noqa: BLE001 - the place saved last stands; the next poll resumes
             log.warning("consumer_job_step_failed", **context, error=_code(exc))
+            with contextlib.suppress(Exception):  # storage may be down: then the lease runs out
+                await self._release(job)
 
     async def _pace(self, started: float, read: int) -> None:
         """Hold the job to its rate: ``read`` items take at least ``read / rate`` seconds."""
@@ -191,15 +207,33 @@ class JobRunner:
         )
         return await self._conditional(self._client.update_item(**request))
 
+    async def _release(self, job: Consumer) -> None:
+        due_us = _now_us() + int(STUCK_WAIT_S * 1_000_000)
+        await self._conditional(
+            self._client.update_item(**consumers.job_release(self._settings.consumers_table, job, self._owner, due_us))
+        )
+
     async def _finish(self, job: Consumer, context: dict[str, str]) -> None:
         table = self._settings.consumers_table
         if job.job is Job.BACKFILL:
             ended = await self._conditional(self._client.update_item(**consumers.job_done(table, job, self._owner)))
         else:
             await self._delete_counter(counter_id(job.partition))
-            done = consumers.cleanup_done(table, job, self._owner)
-            ended = await self._conditional(self._client.admin.delete_item(**done))
+            ended = await self._end_cleanup(job)
         log.info("consumer_job_done" if ended else "consumer_job_lease_lost", **context)
+
+    async def _end_cleanup(self, job: Consumer) -> bool:
+        """Remove the moved item and take it from the account's deletions waiting, at once."""
+        table = self._settings.consumers_table
+        items: list[TxItem[None]] = [
+            TxItem(Role.CONSUMER, {"Delete": consumers.cleanup_done(table, job, self._owner)}, None),
+            TxItem(Role.CONSUMER_COUNT, {"Update": consumers.cleanup_count_update(table, job.account_id)}, None),
+        ]
+        try:
+            await transact(self._client, items, token=secrets.token_hex(16))
+        except TransactionCancelled:
+            return False  # the lease was lost, or a conflict: the job is ended again once due
+        return True
 
     @staticmethod
     async def _conditional(call: Awaitable[object]) -> bool:
@@ -218,14 +252,17 @@ class JobRunner:
             self._settings.events_table,
             job.account_id,
             floor=id_floor(job.start_us // 1000),
+            ceiling=id_floor(self._walk_until_us(job) // 1000 + 1),  # that millisecond whole
             after=place,
             limit=self._page,
         )
+        if query is None:  # a start after the writers knew the consumer: they copy everything
+            return _Step(place, 0, 0, 0, end=True)
         answer = await self._client.query(**query)
-        items: list[dict[str, Any]] = list(answer.get("Items", []))
+        items = events.past(list(answer.get("Items", [])), place)
         walk = [events.walked(item) for item in items]
         wanted = [Copy(job.partition, item) for item, seen in zip(items, walk, strict=True) if _takes(job, seen)]
-        outcomes = await self._copier.copy(wanted) if wanted else {}
+        outcomes = await self._copier.copy(wanted, moves_from_us=self._walk_until_us(job)) if wanted else {}
         walked = copied = 0
         for seen in walk:
             if _takes(job, seen):
@@ -242,17 +279,30 @@ class JobRunner:
             place = seen.event_id
         return _Step(place, len(items), walked, copied, end="LastEvaluatedKey" not in answer)
 
+    def _walk_until_us(self, job: Consumer) -> int:
+        """From this instant of receipt on, every event reaches the writers after each has seen
+        the consumer and every commit made under an older view has landed: the writers copy
+        those, and the walk stops here (so it ends, however fast the account receives). The
+        job runs after it, so copies stamped since are its own."""
+        if job.walk_until_us is not None:
+            return job.walk_until_us
+        delay_s = self._settings.consumer_view_s + self._settings.consumer_margin_s
+        return job.created_at_us + round(delay_s * 1_000_000)
+
     # Clean-up
 
     async def _cleanup_step(self, job: Consumer, place: str | None, *, cleared: set[str]) -> _Step:
         query = events.copy_keys_query(self._settings.events_table, job.partition, self._page)
         answer = await self._client.query(**query)
         walk = [events.walked(item) for item in answer.get("Items", [])]
-        deletes = [events.delete_request(job.partition, seen.event_id) for seen in walk]
-        await self._delete_all(self._settings.events_table, deletes)
+        # The counters of the page's types before its copies: a step cut short between the two
+        # finds the copies again next time, while counters whose copies were gone would be
+        # found by nothing.
         for event_type in sorted({s.event_type for s in walk if s.event_type is not None} - cleared):
             await self._delete_counter(counter_id(job.partition, event_type))
             cleared.add(event_type)
+        deletes = [events.delete_request(job.partition, seen.event_id) for seen in walk]
+        await self._delete_all(self._settings.events_table, deletes)
         place = walk[-1].event_id if walk else place
         return _Step(place, len(walk), len(walk), 0, end="LastEvaluatedKey" not in answer)
 

@@ -478,6 +478,9 @@ def _settle_copies(
         unsettled = [o for c in event_copies if (o := outcomes[c.key]) not in SETTLED]
         if CopyOutcome.UNAVAILABLE in unsettled:
             results[event_id] = EventResult(Outcome.UNAVAILABLE, reason="copies unavailable")
+        elif unsettled and all(o is CopyOutcome.THROTTLED for o in unsettled):
+            # Sent again alone, in a new message: throttling that lasts never ages it into the DLQ.
+            results[event_id] = EventResult(Outcome.THROTTLED, reason="copies throttled")
         elif unsettled:
             results[event_id] = EventResult(Outcome.RETRY, reason=f"copies not made: {unsettled[0].value}")
 

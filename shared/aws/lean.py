@@ -67,6 +67,9 @@ RETRYABLE_CODES = frozenset(
         "InternalServerError",
         "ServiceUnavailable",
         "RequestThrottled",
+        # A resend under the same ClientRequestToken while the first is still committing:
+        # botocore retries it too (its standard mode's transient errors).
+        "TransactionInProgressException",
     }
 )
 RETRY_BASE_S = 0.025

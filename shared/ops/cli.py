@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, TypeVar
@@ -570,7 +569,7 @@ def _registry_action(action: Callable[[ConsumerRegistry], Awaitable[T]]) -> T:
 
 def _consumer_name(_: click.Context, __: click.Parameter, value: str) -> str:
     if not consumer_items.valid_name(value):
-        raise click.BadParameter("a consumer name is 1 to 64 letters, digits, '_', '.' or '-'")
+        raise click.BadParameter("a consumer name is 1 to 64 letters, digits, '_', '.' or '-', not dots only")
     return value
 
 
@@ -596,12 +595,13 @@ def _event_types(_: click.Context, __: click.Parameter, value: tuple[str, ...]) 
     return tuple(dict.fromkeys(value))
 
 
-def _start_option(_: click.Context, __: click.Parameter, value: str) -> int:
-    """Microseconds since the epoch the consumer starts at (0: the earliest event retained)."""
+def _start_option(_: click.Context, __: click.Parameter, value: str) -> int | None:
+    """Microseconds since the epoch the consumer starts at (0: the earliest event retained;
+    None: now, the creation's own instant)."""
     if value == "earliest":
         return 0
     if value == "now":
-        return time.time_ns() // 1000
+        return None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -611,6 +611,8 @@ def _start_option(_: click.Context, __: click.Parameter, value: str) -> int:
     start_us = (when - EPOCH) // timedelta(microseconds=1)
     if start_us < 0:
         raise click.BadParameter(f"{value!r} is before 1970 (earliest: as far back as retention keeps events)")
+    if start_us > consumer_items.LATEST_START_US:
+        raise click.BadParameter(f"{value!r} is after 9999 in UTC")
     return start_us
 
 
@@ -694,7 +696,7 @@ _EVENT_TYPES = click.option(
 )
 @_JSON
 def consumers_create(
-    account: str, name: str, event_types: tuple[str, ...] | None, start_us: int, as_json: bool
+    account: str, name: str, event_types: tuple[str, ...] | None, start_us: int | None, as_json: bool
 ) -> None:
     """Create a consumer; events stored before it existed are copied in by its backfill."""
     if name == consumer_items.DEFAULT:

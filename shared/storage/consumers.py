@@ -7,15 +7,17 @@ types and ``prefix.*`` patterns; absent: every type), ``start_us`` (0: as far ba
 retention keeps events), ``created_at_us``, ``status`` and, while it has one, its job:
 ``job`` (``backfill`` or ``cleanup``), ``job_pk`` and ``job_due_us`` (the sparse ``jobs``
 index), ``job_after`` (the last event id the job has handled), ``job_owner`` and
-``job_lease_until_us`` (the inbox process running it), ``walked`` and ``delivered`` (what
-the backfill has read and copied so far).
+``job_lease_until_us`` (the inbox process running it), ``walk_until_us`` (where the
+backfill's walk ends), ``walked`` and ``delivered`` (what the backfill has read and copied so
+far).
 
 A deleted consumer's item moves to the name ``#deleted:<name>#<generation>`` with status
 ``deleting`` and a clean-up job: the name is free again at once, and the writers, which see
 the moved item in their view, stop copying to it. Names of real consumers never start with
-``#``. The ``#account`` item holds ``n``, how many named consumers the account has: creation
-and deletion move it in the same transaction as the consumer item, on condition that it
-stays within the account's limit.
+``#``. The ``#account`` item holds ``n``, how many named consumers the account has, and
+``d``, how many deleted ones wait for their clean-up: creation and deletion move them in the
+same transaction as the consumer item, on condition that both stay within the account's
+limit; the end of a clean-up takes one from ``d``.
 
 Who uses what: the inbox's ``/consumers`` routes (create, read, filter, delete), the writer's
 view of an account (``view_query``, ``consumers_of``), the job runner (``jobs_query`` and
@@ -39,6 +41,11 @@ MAX_EVENT_TYPE_CHARS = 255
 PREFIX_SUFFIX = ".*"
 ACCOUNT_ITEM = "#account"
 _DELETED = "#deleted:"
+# ``start: now`` begins this long before the creation instant: an event sent just after the
+# creation, through an ingest host whose clock is behind the inbox's (or the operator's), is
+# still the consumer's. It may get the events of that second before, never miss one after.
+NOW_LEEWAY_US = 1_000_000
+LATEST_START_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z: the last RFC 3339 can write
 _JOBS_PARTITION = "due"  # one partition of the jobs index: a few items, read a few times a minute
 _GENERATION_BYTES = 6
 
@@ -53,8 +60,15 @@ class Job(enum.StrEnum):
     CLEANUP = "cleanup"  # delete a deleted consumer's copies and counters
 
 
+def start_of_now(now_us: int) -> int:
+    """Where a consumer created ``now`` starts (``NOW_LEEWAY_US``)."""
+    return max(0, now_us - NOW_LEEWAY_US)
+
+
 def valid_name(name: str) -> bool:
-    return NAME_PATTERN.fullmatch(name) is not None
+    """The contract's pattern, less the names made of dots only: ``.`` and ``..`` are path
+    steps that HTTP clients rewrite, so no URL could name such a consumer."""
+    return NAME_PATTERN.fullmatch(name) is not None and name.strip(".") != ""
 
 
 def pattern_problem(pattern: str) -> str | None:
@@ -92,6 +106,9 @@ class Consumer:
     job_after: str | None = None
     job_owner: str | None = None
     job_lease_until_us: int | None = None
+    # From this instant of receipt on, the writers copy every event themselves: where the
+    # backfill's walk ends (creation + view + margin, decided once by whoever created it).
+    walk_until_us: int | None = None
     walked: int = 0
     delivered: int = 0
 
@@ -143,6 +160,8 @@ def consumer_item(consumer: Consumer) -> dict[str, Any]:
         item["job_due_us"] = {"N": str(consumer.job_due_us or 0)}
         if consumer.job_after is not None:
             item["job_after"] = {"S": consumer.job_after}
+    if consumer.walk_until_us is not None:
+        item["walk_until_us"] = {"N": str(consumer.walk_until_us)}
     return item
 
 
@@ -157,7 +176,10 @@ def create_put(table: str, consumer: Consumer) -> dict[str, Any]:
 
 
 def count_update(table: str, account_id: str, delta: int, limit: int) -> dict[str, Any]:
-    """Move the account's consumer count by ``delta``; an increase only while under ``limit``."""
+    """Move the account's consumer count by ``delta``. An increase only while under ``limit``,
+    and while fewer than ``limit`` deleted consumers wait for their clean-up (``d``): deleting
+    frees a slot at once, but churn cannot pile up deleted items that every writer's view
+    reads. A decrease (a deletion) adds one to ``d``; ``cleanup_count_update`` takes it back."""
     update: dict[str, Any] = {
         "TableName": table,
         "Key": consumer_key(account_id, ACCOUNT_ITEM),
@@ -165,9 +187,25 @@ def count_update(table: str, account_id: str, delta: int, limit: int) -> dict[st
         "ExpressionAttributeValues": {":d": {"N": str(delta)}},
     }
     if delta > 0:
-        update["ConditionExpression"] = "attribute_not_exists(n) OR n <= :most"
+        update["ConditionExpression"] = (
+            "(attribute_not_exists(n) OR n <= :most) AND (attribute_not_exists(d) OR d < :limit)"
+        )
         update["ExpressionAttributeValues"][":most"] = {"N": str(limit - delta)}
+        update["ExpressionAttributeValues"][":limit"] = {"N": str(limit)}
+    else:
+        update["UpdateExpression"] = "ADD n :d, d :deleted"
+        update["ExpressionAttributeValues"][":deleted"] = {"N": str(-delta)}
     return update
+
+
+def cleanup_count_update(table: str, account_id: str) -> dict[str, Any]:
+    """One deleted consumer fewer waiting for its clean-up (in the transaction that ends it)."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(account_id, ACCOUNT_ITEM),
+        "UpdateExpression": "ADD d :minus",
+        "ExpressionAttributeValues": {":minus": {"N": "-1"}},
+    }
 
 
 def filter_update(table: str, consumer: Consumer, event_types: tuple[str, ...] | None) -> dict[str, Any]:
@@ -246,6 +284,7 @@ def consumer_from_item(item: dict[str, Any]) -> Consumer | None:
         job_after=item["job_after"]["S"] if "job_after" in item else None,
         job_owner=item["job_owner"]["S"] if "job_owner" in item else None,
         job_lease_until_us=_number(item, "job_lease_until_us"),
+        walk_until_us=_number(item, "walk_until_us"),
         walked=_number(item, "walked") or 0,
         delivered=_number(item, "delivered") or 0,
     )
@@ -283,11 +322,15 @@ def jobs_query(table: str, now_us: int, limit: int = 10) -> dict[str, Any]:
 
 
 def job_lease(table: str, consumer: Consumer, owner: str, now_us: int, until_us: int) -> dict[str, Any]:
-    """Take (or renew) the job's lease: free, expired, or already ours, and the same job."""
+    """Take (or renew) the job's lease: free, expired, or already ours, and the same job.
+
+    A leased job is due again when its lease ends: the jobs query, which reads the earliest due
+    first, never returns the jobs others are running, so those never hide the ones waiting.
+    """
     return {
         "TableName": table,
         "Key": consumer_key(consumer.account_id, consumer.stored_name),
-        "UpdateExpression": "SET job_owner = :me, job_lease_until_us = :until",
+        "UpdateExpression": "SET job_owner = :me, job_lease_until_us = :until, job_due_us = :until",
         "ConditionExpression": "generation = :g AND #job = :job AND "
         "(attribute_not_exists(job_owner) OR job_owner = :me OR job_lease_until_us < :now)",
         "ExpressionAttributeNames": {"#job": "job"},
@@ -310,13 +353,28 @@ def job_progress(
         "TableName": table,
         "Key": consumer_key(consumer.account_id, consumer.stored_name),
         "UpdateExpression": "SET job_after = :after, walked = walked + :w, delivered = delivered + :d, "
-        "job_lease_until_us = :until",
+        "job_lease_until_us = :until, job_due_us = :until",
         "ConditionExpression": "job_owner = :me AND generation = :g",
         "ExpressionAttributeValues": {
             ":after": {"S": after},
             ":w": {"N": str(walked)},
             ":d": {"N": str(delivered)},
             ":until": {"N": str(until_us)},
+            ":me": {"S": owner},
+            ":g": {"S": consumer.generation},
+        },
+    }
+
+
+def job_release(table: str, consumer: Consumer, owner: str, due_us: int) -> dict[str, Any]:
+    """Give the job back, due again at ``due_us`` (a step that must wait: any process may take it then)."""
+    return {
+        "TableName": table,
+        "Key": consumer_key(consumer.account_id, consumer.stored_name),
+        "UpdateExpression": "SET job_due_us = :due REMOVE job_owner, job_lease_until_us",
+        "ConditionExpression": "job_owner = :me AND generation = :g",
+        "ExpressionAttributeValues": {
+            ":due": {"N": str(due_us)},
             ":me": {"S": owner},
             ":g": {"S": consumer.generation},
         },

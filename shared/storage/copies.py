@@ -12,10 +12,15 @@ Cancellation reasons are read by item (``shared.storage.transactions``); conflic
 retried under the transactions' one policy. A commit that came later than a quarter of the
 settle margin after its stamp moves its copies to a fresh position, and a copy met already
 stored with a stale stamp moves too (``shared.storage.restamp``), exactly as the writer's
-events do: a consumer paging forward never passes a copy stored late.
+events do: a consumer paging forward never passes a copy stored late. The backfill moves only
+the stale copies stamped since its walk began (``moves_from_us``: its own earlier attempts,
+whose answer may have been lost): the others are the writers', settled long ago, and moving
+them would show them again to a consumer that has already paged past them.
 
 Every copy gets its own outcome, keyed (partition, event id): ``COPIED``, ``ALREADY_COPIED``
-(both settled), ``RETRY`` (conflicts persisted, a throttled partition, a failed move),
+(both settled), ``RETRY`` (conflicts persisted, a failed move), ``THROTTLED`` (its partition
+was: the writer sends its event again in a message of its own, as it does a throttled event,
+so a hot consumer never ages a message into the dead-letter queue),
 ``UNAVAILABLE`` (storage as a whole did not answer) or ``REJECTED`` (its source item cannot
 be copied, or DynamoDB refuses the copy: found by halving a refused group).
 """
@@ -35,8 +40,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_add
-from shared.storage.events import Placement, consumer_copy, event_put
-from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
+from shared.storage.events import Placement, consumer_copy, event_put, placement
+from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id, position_stamp_us
 from shared.storage.restamp import Restamper, Unsettled
 from shared.storage.transactions import (
     INVALID,
@@ -61,6 +66,7 @@ class CopyOutcome(enum.StrEnum):
     COPIED = "copied"  # new in the consumer's inbox
     ALREADY_COPIED = "already_copied"  # this very copy was made before (redelivery, a racing copier)
     RETRY = "retry"  # not copied now; safe to try again later
+    THROTTLED = "throttled"  # its partition was throttled: try again later, apart from the others
     UNAVAILABLE = "unavailable"  # storage as a whole did not answer: wait for it
     REJECTED = "rejected"  # can never be copied as it is
 
@@ -108,11 +114,13 @@ class CopyWriter:
             client, settings.events_table, settings.inbox_settle_ms, self._clock_us, self._monotonic_us
         )
 
-    async def copy(self, copies: list[Copy]) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
         """Copy each item into its partition exactly once; the outcome of each, by (partition, event id).
 
         A repeated (partition, event id) is copied once (a transaction may not touch one item
-        twice) and has that copy's outcome.
+        twice) and has that copy's outcome. A copy met already made, with a stale stamp, moves
+        only if that stamp is at or after ``moves_from_us`` (the backfill's: its own earlier
+        attempts, not the writers' settled copies).
         """
         results: _Results = {}
         pending = _unique(_buildable(copies, results))
@@ -121,26 +129,26 @@ class CopyWriter:
             if down:  # storage as a whole is unavailable: the rest would only fail the same way
                 results.update(dict.fromkeys((c.key for c in group), CopyOutcome.UNAVAILABLE))
                 continue
-            await self._write_group(group, results)
+            await self._write_group(group, results, moves_from_us)
             down = any(results[c.key] is CopyOutcome.UNAVAILABLE for c in group)
         return results
 
-    async def _write_group(self, group: list[Copy], results: _Results) -> None:
+    async def _write_group(self, group: list[Copy], results: _Results, moves_from_us: int) -> None:
         # Each attempt leaves a provisional outcome on what it returns as pending, so what is
         # still pending when the attempts run out already says why.
-        await retrying(group, lambda pending: self._attempt(pending, results))
+        await retrying(group, lambda pending: self._attempt(pending, results, moves_from_us))
 
-    async def _attempt(self, pending: list[Copy], results: _Results) -> list[Copy]:
+    async def _attempt(self, pending: list[Copy], results: _Results, moves_from_us: int) -> list[Copy]:
         items = self._transaction(pending, self._clock_us())  # one stamp for the attempt
         started_us = self._monotonic_us()
         try:
             await transact(self._client, items)
         except TransactionCancelled as cancelled:
             self._shards.cancelled(cancelled.cancellations, {c.partition for c in pending})
-            return await self._resolve(pending, cancelled, results)
+            return await self._resolve(pending, cancelled, results, moves_from_us)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ValidationException" and not unavailable(exc):
-                await self._bisect(pending, results, exc)
+                await self._bisect(pending, results, moves_from_us)
                 return []
             _unsettled(pending, results, exc)
             return []
@@ -154,7 +162,7 @@ class CopyWriter:
         return []
 
     async def _resolve(
-        self, pending: list[Copy], cancelled: TransactionCancelled[Copy | None], results: _Results
+        self, pending: list[Copy], cancelled: TransactionCancelled[Copy | None], results: _Results, moves_from_us: int
     ) -> list[Copy]:
         """Settle the copies whose conditions failed; return those to write again."""
         put = {c.item.ref.key: c for c in cancelled.of(Role.COPY_PUT) if c.item.ref is not None}
@@ -166,20 +174,20 @@ class CopyWriter:
             reason = put.get(copy.key)
             if reason is not None and reason.condition_failed:
                 results[copy.key] = CopyOutcome.ALREADY_COPIED
-                if reason.old is not None:
+                if reason.old is not None and _stamp_us(reason.old) >= moves_from_us:
                     stored.append(reason.old)
             elif reason is not None and reason.code == INVALID:
                 log.warning("copy_rejected", error=reason.message or "invalid item")
                 results[copy.key] = CopyOutcome.REJECTED
             elif copy.partition in throttled:
-                results[copy.key] = CopyOutcome.RETRY
+                results[copy.key] = CopyOutcome.THROTTLED
             else:
                 again.append(copy)
                 results[copy.key] = CopyOutcome.RETRY  # provisional: conflicts persisted
         _settle(await self._restamper.move_stale(stored, "copy_already_copied"), results)
         return again
 
-    async def _bisect(self, group: list[Copy], results: _Results, exc: ClientError) -> None:
+    async def _bisect(self, group: list[Copy], results: _Results, moves_from_us: int) -> None:
         """DynamoDB refused the whole call, naming no item: find the bad copy by halving."""
         if len(group) == 1:
             log.warning("copy_rejected", error="ValidationException")
@@ -187,7 +195,7 @@ class CopyWriter:
             return
         half = len(group) // 2
         for part in (group[:half], group[half:]):
-            await self._write_group(part, results)
+            await self._write_group(part, results, moves_from_us)
 
     def _transaction(self, copies: list[Copy], stamp_us: int) -> list[_Item]:
         """The attempt's items: every copy carries the attempt's one stamp."""
@@ -213,6 +221,12 @@ def _wall_clock_us() -> int:
 
 def _monotonic_clock_us() -> int:
     return time.monotonic_ns() // 1000
+
+
+def _stamp_us(stored: dict[str, Any]) -> int:
+    """When a copy met already made was stamped (0 without a position: nothing to move)."""
+    place = placement(stored)
+    return position_stamp_us(place.position) if place is not None else 0
 
 
 def _unique(copies: list[Copy]) -> list[Copy]:

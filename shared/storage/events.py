@@ -306,22 +306,33 @@ EXISTS_PROJECTION = ", ".join(EventExists.__struct_fields__)
 # deleted consumer's copies
 
 
-def walk_query(table: str, account_id: str, *, floor: str, after: str | None, limit: int) -> dict[str, Any]:
-    """A page of an account's items in event id order (time of receipt): from ``floor`` on,
-    or past ``after``, the last id a walk has handled, once it has one.
+def walk_query(
+    table: str, account_id: str, *, floor: str, ceiling: str, after: str | None, limit: int
+) -> dict[str, Any] | None:
+    """A page of an account's items in event id order (time of receipt), from ``floor`` (or from
+    ``after``, the last id a walk has handled, once it has one) to ``ceiling``, both included;
+    None when that range is empty. An item at ``after`` comes back first (a key condition has
+    no "greater than ... and at most"): the page holds one item more, and ``past`` drops it.
 
     Consistent: an eventually consistent read could miss an event committed just before it,
     which no writer copies (the writer's view may predate the consumer). Whole items: a copy
     carries the payload.
     """
-    bound, value = ("event_id > :id", after) if after is not None else ("event_id >= :id", floor)
+    low = after if after is not None else floor
+    if low > ceiling:
+        return None
     return {
         "TableName": table,
-        "KeyConditionExpression": f"account_id = :a AND {bound}",
-        "ExpressionAttributeValues": {":a": {"S": account_id}, ":id": {"S": value}},
+        "KeyConditionExpression": "account_id = :a AND event_id BETWEEN :low AND :high",
+        "ExpressionAttributeValues": {":a": {"S": account_id}, ":low": {"S": low}, ":high": {"S": ceiling}},
         "ConsistentRead": True,
-        "Limit": limit,
+        "Limit": limit + (after is not None),
     }
+
+
+def past(items: list[dict[str, Any]], after: str | None) -> list[dict[str, Any]]:
+    """A ``walk_query`` page without the item at ``after``, which the walk has handled."""
+    return [item for item in items if item["event_id"]["S"] != after]
 
 
 class Walked(msgspec.Struct, frozen=True, gc=False):

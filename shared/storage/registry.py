@@ -14,6 +14,7 @@ The ``default`` consumer is never stored: callers answer for it (``consumers.DEF
 from __future__ import annotations
 
 import enum
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -66,8 +67,11 @@ class ConsumerRegistry:
         self._job_delay_us = round((settings.consumer_view_s + settings.consumer_margin_s) * _US)
         self._clock_us = clock_us
 
-    async def create(self, account_id: str, name: str, event_types: tuple[str, ...] | None, start_us: int) -> Consumer:
+    async def create(
+        self, account_id: str, name: str, event_types: tuple[str, ...] | None, start_us: int | None
+    ) -> Consumer:
         """A new consumer (a new generation, so a partition of its own) with its backfill due.
+        ``start_us`` None: now (``consumers.start_of_now`` of the creation's own instant).
 
         ``ConsumerExists`` if the name is taken, ``ConsumerLimitReached`` at the account's limit.
         """
@@ -77,17 +81,21 @@ class ConsumerRegistry:
             name=name,
             generation=consumers.new_generation(),
             event_types=event_types,
-            start_us=start_us,
+            start_us=consumers.start_of_now(now_us) if start_us is None else start_us,
             created_at_us=now_us,
             job=Job.BACKFILL,
             job_due_us=now_us + self._job_delay_us,
+            walk_until_us=now_us + self._job_delay_us,
         )
         put = consumers.create_put(self._table, consumer)
         count = consumers.count_update(self._table, account_id, +1, self._limit)
         # The name before the limit: a name that exists is refused whatever the count.
         refusals = {
             _Part.CONSUMER: ConsumerExists("The account already has a consumer of this name."),
-            _Part.COUNT: ConsumerLimitReached(f"The account has {self._limit} consumers, as many as it may have."),
+            _Part.COUNT: ConsumerLimitReached(
+                f"The account has {self._limit} consumers, as many as it may have,"
+                f" or {self._limit} deleted ones whose clean-up has not ended (a minute or so)."
+            ),
         }
         await self._transact([_item(_Part.CONSUMER, "Put", put), _item(_Part.COUNT, "Update", count)], refusals)
         return consumer
@@ -169,7 +177,9 @@ class ConsumerRegistry:
 
         async def attempt(pending: list[_Transaction]) -> list[_Transaction]:
             try:
-                await transact(self._client, pending[0])
+                # One token per attempt: a repeat after a lost answer (the AWS client's retry)
+                # is the same call, while a conflict's retry is a new one.
+                await transact(self._client, pending[0], token=secrets.token_hex(16))
             except TransactionCancelled as cancelled:
                 failed = {c.item.ref for c in cancelled.cancellations if c.condition_failed}
                 for part, refusal in refusals.items():

@@ -103,10 +103,18 @@ class TransactionCancelled(Exception, Generic[R]):
         return [c for c in self.cancellations if c.item.role is role]
 
 
-async def transact(client: Any, items: Sequence[TxItem[R]]) -> None:
-    """Write ``items`` all or nothing; ``TransactionCancelled`` (from botocore's) if cancelled."""
+async def transact(client: Any, items: Sequence[TxItem[R]], *, token: str | None = None) -> None:
+    """Write ``items`` all or nothing; ``TransactionCancelled`` (from botocore's) if cancelled.
+
+    ``token`` (``ClientRequestToken``): the client's own retry of a call whose answer was lost
+    then finds it done instead of failing its conditions. For a writer whose conditions already
+    tell a repeat from a conflict, none is needed.
+    """
+    params: dict[str, Any] = {"TransactItems": [i.request for i in items]}
+    if token is not None:
+        params["ClientRequestToken"] = token
     try:
-        await client.transact_write_items(TransactItems=[i.request for i in items])
+        await client.transact_write_items(**params)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "TransactionCanceledException":
             raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -184,14 +185,18 @@ def _ignore(exc: AppError) -> None:
 
 
 def refuse_unknown_query(scope: Mapping[str, Any], allowed: frozenset[str] = frozenset()) -> None:
-    """400 for query parameters a route does not take: a misspelt filter (``?evnet_type=``)
-    would otherwise page through the whole inbox, and a consumer acknowledge what it never
-    meant to handle."""
+    """400 for query parameters a route does not take, and for one given twice: a misspelt
+    filter (``?evnet_type=``) would otherwise page through the whole inbox, and with
+    ``?consumer=a&consumer=b`` a proxy and this service could each read another consumer."""
     raw: bytes = scope.get("query_string", b"")
     if not raw:
         return
-    names = {name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)}
-    unknown = sorted(names - allowed)
+    names = Counter(name for name, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+    unknown = sorted(names.keys() - allowed)
     if unknown:
         details = [ErrorDetail(name[:100], "Unknown query parameter.") for name in unknown[:10]]
         raise ValidationError("Unknown query parameters.", details)
+    repeated = sorted(name for name, count in names.items() if count > 1)
+    if repeated:
+        details = [ErrorDetail(name, "Given more than once.") for name in repeated]
+        raise ValidationError("Repeated query parameters.", details)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -118,6 +119,16 @@ def test_create_list_read_filter_and_delete(http: httpx.Client, inbox: Service, 
     assert again.json()["created_at"] >= zap["created_at"]
 
 
+def test_start_now_begins_a_second_before_the_creation(http: httpx.Client, inbox: Service, api_key: ApiKey) -> None:
+    # Hosts' clocks differ: an event sent just after the creation, stamped by an ingest host a
+    # little behind, must still be the consumer's.
+    made = _create(http, inbox, api_key, {"name": "fresh", "start": "now"})
+    assert made.status_code == 201, made.text
+    body = made.json()
+    start, created = (datetime.fromisoformat(body[k].replace("Z", "+00:00")) for k in ("start", "created_at"))
+    assert created - start == timedelta(seconds=1)
+
+
 def test_the_default_consumer_is_implicit_and_cannot_change(
     http: httpx.Client, inbox: Service, api_key: ApiKey
 ) -> None:
@@ -175,6 +186,9 @@ HOSTILE_CREATES: dict[str, tuple[Any, list[str]]] = {
     "start month 13": ({"name": "a", "start": "2026-13-01T00:00:00Z"}, ["$.start"]),
     "start with a newline": ({"name": "a", "start": "2026-01-01T00:00:00Z\n"}, ["$.start"]),
     "start before 1970": ({"name": "a", "start": "1969-12-31T23:59:59Z"}, ["$.start"]),
+    "start after 9999 in UTC": ({"name": "a", "start": "9999-12-31T23:00:00-05:00"}, ["$.start"]),
+    "name a dot": ({"name": "."}, ["$.name"]),
+    "name two dots": ({"name": ".."}, ["$.name"]),
     "two problems": ({"name": "default", "start": "2026-02-30T00:00:00Z"}, ["$.name", "$.start"]),
     "not json": (b'{"name": "a"', ["$"]),
     "not an object": (b'["a"]', ["$"]),
@@ -247,6 +261,43 @@ def test_consumer_on_every_inbox_call_refuses_an_invalid_name_and_an_unknown_one
         unknown = call("nobody")
         _refused(unknown, 404, "NOT_FOUND")
         assert unknown.json()["message"] == "No such consumer."
+
+
+def test_a_query_parameter_given_twice_is_a_400_and_acknowledges_nothing(
+    http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
+) -> None:
+    # With ?consumer=a&consumer=b a proxy reading the first and a service reading the last
+    # would disagree on whose event this is: neither is taken.
+    assert _create(http, inbox, api_key, {"name": "a"}).status_code == 201
+    assert _create(http, inbox, api_key, {"name": "b"}).status_code == 201
+    event_id = _send(http, ingest, api_key, "twice.sent", 1)
+
+    def arrived() -> bool:
+        return all(_ids(_page(http, inbox, api_key, consumer=name)) == [event_id] for name in ("a", "b"))
+
+    assert wait_until(arrived)
+    both = {"consumer": ["a", "b"]}
+    _refused(
+        http.delete(f"{inbox.url}/events/{event_id}", params=both, headers=api_key.headers),
+        400,
+        "VALIDATION_ERROR",
+        ["consumer"],
+    )
+    _refused(
+        http.post(f"{inbox.url}/inbox/ack", params=both, json={"event_ids": [event_id]}, headers=api_key.headers),
+        400,
+        "VALIDATION_ERROR",
+        ["consumer"],
+    )
+    _refused(
+        http.get(f"{inbox.url}/inbox", params={"limit": ["1", "200"]}, headers=api_key.headers),
+        400,
+        "VALIDATION_ERROR",
+        ["limit"],
+    )
+    for name in ("a", "b", "default"):
+        page = _page(http, inbox, api_key, consumer=name)
+        assert (_ids(page), page["total_undelivered"]) == ([event_id], 1)
 
 
 def test_another_accounts_consumer_is_not_found(

@@ -150,9 +150,9 @@ class _CountingCopier(CopyWriter):
         super().__init__(client, settings)
         self.calls: list[list[str]] = []
 
-    async def copy(self, copies: list[Copy]) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
         self.calls.append([c.key[1] for c in copies])
-        return await super().copy(copies)
+        return await super().copy(copies, moves_from_us=moves_from_us)
 
 
 async def test_a_backfill_from_the_earliest_copies_every_matching_event_once_with_exact_counts(
@@ -202,6 +202,44 @@ async def test_a_backfill_from_a_time_copies_only_the_events_received_from_it(
     assert done is not None
     # The walk starts at the start's millisecond: it reads the one event before the start in it.
     assert (done.walked, done.delivered) == (len(taken) + 1, len(taken))
+
+
+async def test_a_backfill_stops_at_the_events_the_writers_copy_themselves(
+    dynamodb_local: Stack, clients: AwsClients
+) -> None:
+    # Events received after the writers' view held the consumer (here: 1 ms after its creation)
+    # are the writers' to copy: a walk that went on would never end on a busy account.
+    settings = _settings(dynamodb_local, events_per_s=10)  # pages of 10
+    client = clients.dynamodb
+    account = new_account_id()
+    older = _events(account, 25, first_us=1_600_000_000 * _US)
+    consumer = await _create(client, settings, account)
+    newer = _events(account, 15, first_us=consumer.created_at_us + _US)
+    await _store(client, settings, [*older, *newer])
+
+    async with _running(JobRunner(client, settings)):
+        await _until(lambda: _job_ended(client, settings, consumer), "the backfill ends")
+
+    assert sorted(await _ids(client, settings, consumer.partition)) == sorted(e.event_id for e in older)
+    done = await _stored(client, settings, consumer)
+    assert done is not None
+    assert (done.walked, done.delivered) == (len(older), len(older))
+
+
+async def test_a_backfill_with_a_start_after_the_writers_knew_the_consumer_copies_nothing(
+    dynamodb_local: Stack, clients: AwsClients
+) -> None:
+    settings = _settings(dynamodb_local)
+    client = clients.dynamodb
+    account = new_account_id()
+    later_us = time.time_ns() // 1000 + 3600 * _US
+    await _store(client, settings, _events(account, 5, first_us=later_us))
+    consumer = await _create(client, settings, account, None, later_us)
+
+    async with _running(JobRunner(client, settings)):
+        await _until(lambda: _job_ended(client, settings, consumer), "the backfill ends")
+
+    assert await _ids(client, settings, consumer.partition) == []
 
 
 async def test_an_interrupted_backfill_resumes_from_its_place_and_copies_nothing_twice(
@@ -283,6 +321,24 @@ async def _run_until(runner: JobRunner, ran: Callable[[], Awaitable[bool]]) -> N
         await asyncio.sleep(0.02)
 
 
+async def test_jobs_others_are_running_do_not_hide_a_waiting_one(dynamodb_local: Stack, clients: AwsClients) -> None:
+    # More running jobs than one look for due jobs reads: the waiting one is still found.
+    settings = _settings(dynamodb_local)
+    client = clients.dynamodb
+    account = new_account_id()
+    await _store(client, settings, _events(account, 5, first_us=1_600_000_000 * _US))
+    now_us = time.time_ns() // 1000
+    for _ in range(12):
+        running = await _create(client, settings, account)
+        lease = consumers.job_lease(settings.consumers_table, running, "elsewhere", now_us, now_us + 120 * _US)
+        await client.update_item(**lease)
+    waiting = await _create(client, settings, account)
+
+    await _run_until(JobRunner(client, settings), lambda: _job_ended(client, settings, waiting))
+
+    assert len(await _ids(client, settings, waiting.partition)) == 5
+
+
 async def test_two_runners_at_once_copy_each_event_once(dynamodb_local: Stack, clients: AwsClients) -> None:
     settings = _settings(dynamodb_local, events_per_s=500)
     client = clients.dynamodb
@@ -321,12 +377,13 @@ class _FlakyCopier(CopyWriter):
         super().__init__(client, settings)
         self._event_id, self._left, self._outcome = event_id, times, outcome
 
-    async def copy(self, copies: list[Copy]) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
         flaky = [c for c in copies if c.key[1] == self._event_id]
         if not flaky or self._left == 0:
-            return await super().copy(copies)
+            return await super().copy(copies, moves_from_us=moves_from_us)
         self._left -= 1
-        results = await super().copy([c for c in copies if c.key[1] != self._event_id])
+        others = [c for c in copies if c.key[1] != self._event_id]
+        results = await super().copy(others, moves_from_us=moves_from_us)
         return {**results, flaky[0].key: self._outcome}
 
 
@@ -373,6 +430,50 @@ async def test_a_copy_storage_refuses_is_passed_not_waited_for(dynamodb_local: S
     done = await _stored(client, settings, consumer)
     assert done is not None
     assert (done.job, done.walked, done.delivered) == (None, 50, 49)
+
+
+async def test_a_backfill_leaves_the_copies_writers_made_where_they_are(
+    dynamodb_local: Stack, clients: AwsClients
+) -> None:
+    # A writer's copy stamped long ago is settled: a consumer may have paged past it. Moving it
+    # to a fresh position (as a writer does with a stale item it meets again) would show it twice.
+    settings = msgspec.structs.replace(_settings(dynamodb_local), inbox_settle_ms=1000)
+    client = clients.dynamodb
+    account = new_account_id()
+    stored = _events(account, 20, first_us=1_600_000_000 * _US)
+    await _store(client, settings, stored)
+    consumer = await _create(client, settings, account)
+    long_ago_us = time.time_ns() // 1000 - 60 * _US
+    writers = CopyWriter(client, settings, clock_us=lambda: long_ago_us)
+    await writers.copy([Copy(consumer.partition, events.event_item(e)) for e in stored[::2]])
+    # An earlier attempt of the backfill itself, whose answer was lost: stamped after the walk
+    # began, stale by the time the walk meets it again. It may sit behind a cursor: it moves.
+    assert consumer.walk_until_us is not None
+    own_us = consumer.walk_until_us + 1
+    earlier = CopyWriter(client, settings, clock_us=lambda: own_us)
+    await earlier.copy([Copy(consumer.partition, events.event_item(stored[1]))])
+    before = await _positions(client, settings, consumer.partition)
+    await asyncio.sleep(settings.inbox_settle_ms / 1000)  # stale: older than a quarter of the margin
+
+    async with _running(JobRunner(client, settings)):
+        await _until(lambda: _job_ended(client, settings, consumer), "the backfill ends")
+
+    after = await _positions(client, settings, consumer.partition)
+    writers_copies = [e.event_id for e in stored[::2]]
+    assert {k: after[k] for k in writers_copies} == {k: before[k] for k in writers_copies}
+    assert after[stored[1].event_id] > before[stored[1].event_id]
+    assert sorted(after) == sorted(e.event_id for e in stored)
+    assert await _counts(client, settings, consumer.partition) == _expected_counts(stored)
+
+
+async def _positions(client: LeanDynamoDB, settings: Settings, partition: str) -> dict[str, str]:
+    answer = await client.query(
+        TableName=settings.events_table,
+        KeyConditionExpression="account_id = :p",
+        ExpressionAttributeValues={":p": {"S": partition}},
+        ConsistentRead=True,
+    )
+    return {item["event_id"]["S"]: item["inbox_pos"]["S"] for item in answer.get("Items", [])}
 
 
 async def test_a_clean_up_removes_the_partition_and_touches_nothing_else(

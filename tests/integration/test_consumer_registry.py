@@ -5,13 +5,17 @@ generation, so a new partition."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any, cast
 
 import msgspec
 import pytest
 
+from inbox_api.jobs import JobRunner
 from shared.aws.clients import AwsClients, open_clients
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.errors import ConsumerExists, ConsumerLimitReached, NotFound
 from shared.keys.admin import new_account_id
 from shared.storage import consumers
@@ -122,3 +126,60 @@ async def test_a_new_consumer_carries_its_backfill_and_its_filter_changes(
     with pytest.raises(NotFound):
         await registry.update(other, "zap", None)
     assert await registry.undelivered(made.partition) == 0
+
+
+async def test_deleted_consumers_waiting_for_their_clean_up_bound_the_creations(
+    data_stack: Stack, clients: AwsClients
+) -> None:
+    # Deleting frees a slot at once, but create-delete churn cannot pile up deleted items,
+    # which every writer's view of the account reads: at LIMIT waiting, creation waits too.
+    settings = msgspec.structs.replace(
+        data_stack.settings, consumers_per_account=LIMIT, consumer_view_s=0.001, consumer_margin_s=0.0
+    )
+    registry = ConsumerRegistry(clients.dynamodb, settings)
+    account = new_account_id()
+    for n in range(LIMIT):
+        await registry.create(account, f"churn{n}", None, 0)
+        await registry.delete(account, f"churn{n}")
+    with pytest.raises(ConsumerLimitReached):
+        await registry.create(account, "one-more", None, 0)
+    assert await registry.list(account) == []
+
+    runner = JobRunner(clients.dynamodb, settings)
+    deadline = time.monotonic() + 30
+    while any(c.status is Status.DELETING for c in consumers.consumers_of(await _stored(data_stack, clients, account))):
+        assert time.monotonic() < deadline, "the clean-ups did not end"
+        await runner.run_due()
+
+    await registry.create(account, "one-more", None, 0)
+    assert [c.name for c in await registry.list(account)] == ["one-more"]
+
+
+class _AnswerLost:
+    """DynamoDB whose every transaction is sent twice, as the AWS client does when the answer
+    to the first was lost on the way (a timeout, a reset): only the second answer is seen."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def transact_write_items(self, **params: Any) -> Any:
+        await self._client.transact_write_items(**params)
+        return await self._client.transact_write_items(**params)
+
+
+async def test_a_create_or_delete_whose_answer_was_lost_is_done_once_not_refused(dynamodb_local: Stack) -> None:
+    # DynamoDB Local keeps ClientRequestToken's promise; moto (the fallback) ignores the token.
+    settings = msgspec.structs.replace(dynamodb_local.settings, consumers_per_account=LIMIT)
+    account = new_account_id()
+    async with open_clients(settings) as opened:
+        registry = ConsumerRegistry(cast(LeanDynamoDB, _AnswerLost(opened.dynamodb)), settings)
+
+        made = await registry.create(account, "once", None, 0)
+        assert [c.generation for c in await registry.list(account)] == [made.generation]
+        await registry.delete(account, "once")
+        assert await registry.list(account) == []
+        items = await opened.dynamodb.query(**consumers.view_query(settings.consumers_table, account))
+    assert consumers.account_count([dict(i) for i in items.get("Items", [])]) == 0

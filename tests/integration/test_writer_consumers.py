@@ -323,6 +323,7 @@ class _FailingCopies:
         self._consumers_table = settings.consumers_table
         self.query_fails = False
         self.copies_fail = False
+        self.copies_throttled = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -336,6 +337,12 @@ class _FailingCopies:
         if self.copies_fail and '"c:' in msgspec.json.encode(params).decode():
             error = {"Code": "InternalServerError", "Message": "boom"}
             raise ClientError(cast(Any, {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 500}}), "Transact")
+        if self.copies_throttled and '"c:' in msgspec.json.encode(params).decode():
+            # As DynamoDB cancels a transaction whose items' partition is hot: by item.
+            reasons = [{"Code": "ThrottlingError" if "Put" in i else "None"} for i in params["TransactItems"]]
+            error = {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"}
+            answer = {"Error": error, "CancellationReasons": reasons, "ResponseMetadata": {"HTTPStatusCode": 400}}
+            raise ClientError(cast(Any, answer), "TransactWriteItems")
         return await self._client.transact_write_items(**params)
 
 
@@ -361,3 +368,27 @@ async def test_an_event_whose_copies_failed_is_not_settled_and_copied_when_it_co
     assert {r.outcome for r in redelivered.values()} == {Outcome.ALREADY_STORED}
     assert await _copied(settings, clients, audit) == _ids(events)
     assert await InboxStore(clients.dynamodb, settings).count(audit.partition, None) == 3
+
+
+async def test_an_event_whose_copies_were_throttled_is_sent_again_alone_and_copied_then(
+    dynamodb_local: Stack, clients: AwsClients
+) -> None:
+    # THROTTLED: its message is done and the event goes back to the queue in a message of its
+    # own, so a consumer's hot partition never ages the message into the dead-letter queue.
+    settings = dynamodb_local.settings
+    account = new_account_id()
+    audit = await _consumer(clients, settings, account, "audit")
+    storage = _FailingCopies(clients.dynamodb, settings)
+    storage.copies_throttled = True
+    events = [queued_event(account, "t", {"n": n}) for n in range(3)]
+    writer = _writer(clients, settings, storage)
+
+    throttled = await writer.write(events)
+    assert {r.outcome for r in throttled.values()} == {Outcome.THROTTLED}
+    assert await InboxStore(clients.dynamodb, settings).count(account, None) == 3  # stored, not copied
+    assert await _copied(settings, clients, audit) == []
+
+    storage.copies_throttled = False
+    sent_again = await writer.write(events)
+    assert {r.outcome for r in sent_again.values()} == {Outcome.ALREADY_STORED}
+    assert await _copied(settings, clients, audit) == _ids(events)
