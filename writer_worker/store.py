@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +47,7 @@ from shared.settings import Settings
 from shared.storage.claims import claim_item, claim_probe, claim_put, claimant
 from shared.storage.consumers import Consumer
 from shared.storage.copies import SETTLED, Copy, CopyOutcome, CopyWriter
-from shared.storage.counters import ShardChooser, counter_add, counter_probe
+from shared.storage.counters import ShardChooser, counter_probe, counter_updates
 from shared.storage.events import Placement, alias_put, alias_target, event_item, event_probe, event_put
 from shared.storage.layout import SEP, TRANSACTION_MAX_ITEMS, claim_linger_s, counter_id, dedup_id
 from shared.storage.restamp import Restamper, Unsettled
@@ -405,17 +404,8 @@ class EventWriter:
             items.append(
                 TxItem(Role.CLAIM, {"Put": claim_put(self._dedup_table, claim, event.received_at_us)}, claimed, account)
             )
-        events = [c.event for c in claims]
-        by_account = Counter(e.account_id for e in events)
-        by_type = Counter((e.account_id, e.event_type) for e in events)
-        shard = self._shards.shard(by_account)
-        for account, count in by_account.items():
-            update = counter_add(self._counters_table, counter_id(account), shard, count)
-            items.append(TxItem(Role.COUNTER, {"Update": update}, None, account))
-        for (account, event_type), count in by_type.items():
-            update = counter_add(self._counters_table, counter_id(account, event_type), shard, count)
-            items.append(TxItem(Role.COUNTER, {"Update": update}, None, account))
-        return items
+        gained = [(c.event.account_id, c.event.event_type) for c in claims]
+        return items + counter_updates(self._counters_table, self._shards, gained)
 
     def _event_item(self, event: QueuedEvent, stamp_us: int | None = None) -> dict[str, Any]:
         return event_item(event, self._inbox_shards, self._clock_us() if stamp_us is None else stamp_us)

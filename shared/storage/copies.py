@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +38,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
-from shared.storage.counters import ShardChooser, counter_add
+from shared.storage.counters import ShardChooser, counter_updates
 from shared.storage.events import Placement, consumer_copy, event_put, placement
-from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id, position_stamp_us
+from shared.storage.layout import TRANSACTION_MAX_ITEMS, position_stamp_us
 from shared.storage.restamp import Restamper, Unsettled
 from shared.storage.transactions import (
     INVALID,
@@ -203,16 +202,8 @@ class CopyWriter:
         for copy in copies:
             put = event_put(self._events_table, consumer_copy(copy.item, copy.partition, self._inbox_shards, stamp_us))
             items.append(TxItem(Role.COPY_PUT, {"Put": put}, copy, copy.partition))
-        by_partition = Counter(c.partition for c in copies)
-        by_type = Counter((c.partition, c.event_type) for c in copies)
-        shard = self._shards.shard(by_partition)
-        for partition, count in by_partition.items():
-            update = counter_add(self._counters_table, counter_id(partition), shard, count)
-            items.append(TxItem(Role.COUNTER, {"Update": update}, None, partition))
-        for (partition, event_type), count in by_type.items():
-            update = counter_add(self._counters_table, counter_id(partition, event_type), shard, count)
-            items.append(TxItem(Role.COUNTER, {"Update": update}, None, partition))
-        return items
+        gained = [(c.partition, c.event_type) for c in copies]
+        return items + counter_updates(self._counters_table, self._shards, gained)
 
 
 def _wall_clock_us() -> int:

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import random
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
 from shared.storage.attributes import NumberValue
-from shared.storage.transactions import CONFLICT, Cancellation, Role
+from shared.storage.layout import counter_id
+from shared.storage.transactions import CONFLICT, Cancellation, Role, TxItem
 
 # How long an account whose counter writes conflicted keeps writing to random shards: long
 # enough to cover a burst, short enough that a quiet account goes back to one shard.
@@ -80,6 +81,22 @@ def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, A
         "UpdateExpression": "ADD n :d",
         "ExpressionAttributeValues": {":d": {"N": str(delta)}},
     }
+
+
+def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str, str]]) -> list[TxItem[Any]]:
+    """A transaction's counter items for what it adds, one (partition, event type) per new
+    item: each partition's total and each (partition, type) move once, by how many, all on
+    the one shard ``shards`` picks for the partitions (the writer's events and the copies)."""
+    by_partition = Counter(partition for partition, _ in gained)
+    by_type = Counter(gained)
+    shard = shards.shard(by_partition)
+    items = [_update(table, counter_id(p), shard, n, p) for p, n in by_partition.items()]
+    items += [_update(table, counter_id(p, t), shard, n, p) for (p, t), n in by_type.items()]
+    return items
+
+
+def _update(table: str, counter: str, shard: int, delta: int, partition: str) -> TxItem[Any]:
+    return TxItem(Role.COUNTER, {"Update": counter_add(table, counter, shard, delta)}, None, partition)
 
 
 def counter_probe(table: str, counter: str) -> dict[str, Any]:
