@@ -45,7 +45,7 @@ from shared.observability.logging import configure_logging
 from shared.settings import Settings, get_settings, inbox_cursor_secret
 from shared.storage.registry import ConsumerRegistry
 from shared.web.body import BodyDeadlines
-from shared.web.decoding import decode_json, require_json
+from shared.web.decoding import decode_unique_json, require_json
 from shared.web.http import (
     EXCEPTION_HANDLERS,
     STATE_EXTRA_HEADERS,
@@ -199,7 +199,7 @@ async def ack_many(request: Request[Any, Any, Any], key: KeyRecord) -> AckOut:
     raw = await _context(request).bodies.read(
         request.receive, request.headers.get("content-length"), MAX_ACK_BODY_BYTES
     )
-    body = decode_json(_ack_decoder, raw)
+    body = decode_unique_json(_ack_decoder, raw)
     ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
     partition = await partition_of(request, key, name)
     outcomes = await _context(request).acks.ack(partition, [i for i in ids if is_event_id(i)], key.account_id)

@@ -40,7 +40,7 @@ from shared.storage import consumers
 from shared.storage.consumers import DEFAULT, Consumer, Job
 from shared.storage.registry import NO_SUCH_CONSUMER, ConsumerRegistry
 from shared.web.body import BodyDeadlines
-from shared.web.decoding import decode_json, require_json
+from shared.web.decoding import decode_unique_json, require_json
 from shared.web.routes import Content, Parameter, Refusal, Route
 
 MAX_CONSUMER_BODY_BYTES = 32 * 1024  # 50 patterns of 255 characters, JSON-escaped, fit
@@ -149,7 +149,7 @@ async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[A
     raw = await _context(request).bodies.read(
         request.receive, request.headers.get("content-length"), MAX_CONSUMER_BODY_BYTES
     )
-    return decode_json(decoder, raw)
+    return decode_unique_json(decoder, raw)
 
 
 def _name_problems(name: str) -> list[ErrorDetail]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TypeVar
 
@@ -50,6 +51,38 @@ def decode_json(decoder: msgspec.json.Decoder[T], body: bytes, prefix: str = "$"
     except UNDECODABLE as exc:
         detail = undecodable(exc, prefix)
         raise ValidationError(detail.message, [detail]) from exc
+
+
+def decode_unique_json(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+    """``decode_json`` for a small body (a few KiB: each byte is scanned once more) in which a
+    key given twice is refused: msgspec keeps the last, a proxy or a client library may read
+    the first, and the two would disagree on what the request asked (which consumer to create,
+    which events to acknowledge)."""
+    value = decode_json(decoder, body)
+    try:
+        _pairs_checker.decode(body.decode())
+    except _Repeated as exc:
+        detail = ErrorDetail(field="$", message=f"Body gives a key twice: {str(exc)[:100]!r}.")
+        raise ValidationError(f"Invalid request body: {detail.message}", [detail]) from None
+    except (ValueError, RecursionError):  # what msgspec took and this scanner will not: not ours to judge
+        pass
+    return value
+
+
+class _Repeated(Exception):
+    """A key an object of the body gives twice (its name)."""
+
+
+def _one_object(pairs: list[tuple[str, object]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _Repeated(key)
+        seen.add(key)
+
+
+# The standard library's scanner, for its hook per object; it builds no values worth keeping.
+_pairs_checker = json.JSONDecoder(object_pairs_hook=_one_object)
 
 
 def require_json(content_type: str | None) -> None:

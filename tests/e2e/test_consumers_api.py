@@ -190,6 +190,8 @@ HOSTILE_CREATES: dict[str, tuple[Any, list[str]]] = {
     "name a dot": ({"name": "."}, ["$.name"]),
     "name two dots": ({"name": ".."}, ["$.name"]),
     "two problems": ({"name": "default", "start": "2026-02-30T00:00:00Z"}, ["$.name", "$.start"]),
+    "a key given twice": (b'{"name": "a", "name": "b"}', ["$"]),
+    "a key given twice, escaped": (b'{"name": "a", "start": "now", "\\u006eame": "b"}', ["$"]),
     "not json": (b'{"name": "a"', ["$"]),
     "not an object": (b'["a"]', ["$"]),
     "null": (b"null", ["$"]),
@@ -263,7 +265,7 @@ def test_consumer_on_every_inbox_call_refuses_an_invalid_name_and_an_unknown_one
         assert unknown.json()["message"] == "No such consumer."
 
 
-def test_a_query_parameter_given_twice_is_a_400_and_acknowledges_nothing(
+def test_a_query_parameter_or_a_body_key_given_twice_is_a_400_and_acknowledges_nothing(
     http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
 ) -> None:
     # With ?consumer=a&consumer=b a proxy reading the first and a service reading the last
@@ -288,6 +290,15 @@ def test_a_query_parameter_given_twice_is_a_400_and_acknowledges_nothing(
         400,
         "VALIDATION_ERROR",
         ["consumer"],
+    )
+    twice = b'{"event_ids": ["01M8JTAJRHMRRAVC3GCG0R0A61"], "event_ids": ["%s"]}' % event_id.encode()
+    _refused(
+        http.post(
+            f"{inbox.url}/inbox/ack", params={"consumer": "a"}, content=twice, headers={**api_key.headers, **JSON}
+        ),
+        400,
+        "VALIDATION_ERROR",
+        ["$"],
     )
     _refused(
         http.get(f"{inbox.url}/inbox", params={"limit": ["1", "200"]}, headers=api_key.headers),
