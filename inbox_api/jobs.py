@@ -217,13 +217,15 @@ class JobRunner:
         table = self._settings.consumers_table
         if job.job is Job.BACKFILL:
             ended = await self._conditional(self._client.update_item(**consumers.job_done(table, job, self._owner)))
+            outcome = "consumer_job_done" if ended else "consumer_job_lease_lost"
         else:
             await self._delete_counter(counter_id(job.partition))
-            ended = await self._end_cleanup(job)
-        log.info("consumer_job_done" if ended else "consumer_job_lease_lost", **context)
+            outcome = await self._end_cleanup(job)
+        log.info(outcome, **context)
 
-    async def _end_cleanup(self, job: Consumer) -> bool:
-        """Remove the moved item and take it from the account's deletions waiting, at once."""
+    async def _end_cleanup(self, job: Consumer) -> str:
+        """Remove the moved item and take it from the account's deletions waiting, at once;
+        what came of it (the log line's event)."""
         table = self._settings.consumers_table
         items: list[TxItem[None]] = [
             TxItem(Role.CONSUMER, {"Delete": consumers.cleanup_done(table, job, self._owner)}, None),
@@ -231,9 +233,12 @@ class JobRunner:
         ]
         try:
             await transact(self._client, items, token=secrets.token_hex(16))
-        except TransactionCancelled:
-            return False  # the lease was lost, or a conflict: the job is ended again once due
-        return True
+        except TransactionCancelled as cancelled:
+            if any(c.condition_failed for c in cancelled.cancellations):
+                return "consumer_job_lease_lost"
+            await self._release(job)  # a creation or deletion met on the account item: again soon
+            return "consumer_job_waits"
+        return "consumer_job_done"
 
     @staticmethod
     async def _conditional(call: Awaitable[object]) -> bool:
@@ -262,7 +267,7 @@ class JobRunner:
         items = events.past(list(answer.get("Items", [])), place)
         walk = [events.walked(item) for item in items]
         wanted = [Copy(job.partition, item) for item, seen in zip(items, walk, strict=True) if _takes(job, seen)]
-        outcomes = await self._copier.copy(wanted, moves_from_us=self._walk_until_us(job)) if wanted else {}
+        outcomes = await self._copier.copy(wanted, backfill=True) if wanted else {}
         walked = copied = 0
         for seen in walk:
             if _takes(job, seen):
@@ -282,8 +287,7 @@ class JobRunner:
     def _walk_until_us(self, job: Consumer) -> int:
         """From this instant of receipt on, every event reaches the writers after each has seen
         the consumer and every commit made under an older view has landed: the writers copy
-        those, and the walk stops here (so it ends, however fast the account receives). The
-        job runs after it, so copies stamped since are its own."""
+        those, and the walk stops here (so it ends, however fast the account receives)."""
         if job.walk_until_us is not None:
             return job.walk_until_us
         delay_s = self._settings.consumer_view_s + self._settings.consumer_margin_s

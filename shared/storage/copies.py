@@ -13,9 +13,9 @@ retried under the transactions' one policy. A commit that came later than a quar
 settle margin after its stamp moves its copies to a fresh position, and a copy met already
 stored with a stale stamp moves too (``shared.storage.restamp``), exactly as the writer's
 events do: a consumer paging forward never passes a copy stored late. The backfill moves only
-the stale copies stamped since its walk began (``moves_from_us``: its own earlier attempts,
-whose answer may have been lost): the others are the writers', settled long ago, and moving
-them would show them again to a consumer that has already paged past them.
+the stale copies it made itself (``backfill``: marked so, its earlier attempts, whose answer
+may have been lost): the others are the writers', settled by the writers, and moving them
+would show them again to a consumer that has already paged past them.
 
 Every copy gets its own outcome, keyed (partition, event id): ``COPIED``, ``ALREADY_COPIED``
 (both settled), ``RETRY`` (conflicts persisted, a failed move), ``THROTTLED`` (its partition
@@ -39,8 +39,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_updates
-from shared.storage.events import Placement, consumer_copy, event_put, placement
-from shared.storage.layout import TRANSACTION_MAX_ITEMS, position_stamp_us
+from shared.storage.events import Placement, by_backfill, consumer_copy, event_put
+from shared.storage.layout import TRANSACTION_MAX_ITEMS
 from shared.storage.restamp import Restamper, Unsettled
 from shared.storage.transactions import (
     INVALID,
@@ -113,13 +113,13 @@ class CopyWriter:
             client, settings.events_table, settings.inbox_settle_ms, self._clock_us, self._monotonic_us
         )
 
-    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, backfill: bool = False) -> dict[tuple[str, str], CopyOutcome]:
         """Copy each item into its partition exactly once; the outcome of each, by (partition, event id).
 
         A repeated (partition, event id) is copied once (a transaction may not touch one item
-        twice) and has that copy's outcome. A copy met already made, with a stale stamp, moves
-        only if that stamp is at or after ``moves_from_us`` (the backfill's: its own earlier
-        attempts, not the writers' settled copies).
+        twice) and has that copy's outcome. With ``backfill``, the copies are marked as the
+        backfill's, and a copy met already made moves (if stale) only if it carries that mark:
+        an earlier attempt of the backfill, never a writer's settled copy.
         """
         results: _Results = {}
         pending = _unique(_buildable(copies, results))
@@ -128,26 +128,26 @@ class CopyWriter:
             if down:  # storage as a whole is unavailable: the rest would only fail the same way
                 results.update(dict.fromkeys((c.key for c in group), CopyOutcome.UNAVAILABLE))
                 continue
-            await self._write_group(group, results, moves_from_us)
+            await self._write_group(group, results, backfill)
             down = any(results[c.key] is CopyOutcome.UNAVAILABLE for c in group)
         return results
 
-    async def _write_group(self, group: list[Copy], results: _Results, moves_from_us: int) -> None:
+    async def _write_group(self, group: list[Copy], results: _Results, backfill: bool) -> None:
         # Each attempt leaves a provisional outcome on what it returns as pending, so what is
         # still pending when the attempts run out already says why.
-        await retrying(group, lambda pending: self._attempt(pending, results, moves_from_us))
+        await retrying(group, lambda pending: self._attempt(pending, results, backfill))
 
-    async def _attempt(self, pending: list[Copy], results: _Results, moves_from_us: int) -> list[Copy]:
-        items = self._transaction(pending, self._clock_us())  # one stamp for the attempt
+    async def _attempt(self, pending: list[Copy], results: _Results, backfill: bool) -> list[Copy]:
+        items = self._transaction(pending, self._clock_us(), backfill)  # one stamp for the attempt
         started_us = self._monotonic_us()
         try:
             await transact(self._client, items)
         except TransactionCancelled as cancelled:
             self._shards.cancelled(cancelled.cancellations, {c.partition for c in pending})
-            return await self._resolve(pending, cancelled, results, moves_from_us)
+            return await self._resolve(pending, cancelled, results, backfill)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ValidationException" and not unavailable(exc):
-                await self._bisect(pending, results, moves_from_us)
+                await self._bisect(pending, results, backfill)
                 return []
             _unsettled(pending, results, exc)
             return []
@@ -161,7 +161,7 @@ class CopyWriter:
         return []
 
     async def _resolve(
-        self, pending: list[Copy], cancelled: TransactionCancelled[Copy | None], results: _Results, moves_from_us: int
+        self, pending: list[Copy], cancelled: TransactionCancelled[Copy | None], results: _Results, backfill: bool
     ) -> list[Copy]:
         """Settle the copies whose conditions failed; return those to write again."""
         put = {c.item.ref.key: c for c in cancelled.of(Role.COPY_PUT) if c.item.ref is not None}
@@ -173,7 +173,7 @@ class CopyWriter:
             reason = put.get(copy.key)
             if reason is not None and reason.condition_failed:
                 results[copy.key] = CopyOutcome.ALREADY_COPIED
-                if reason.old is not None and _stamp_us(reason.old) >= moves_from_us:
+                if reason.old is not None and (not backfill or by_backfill(reason.old)):
                     stored.append(reason.old)
             elif reason is not None and reason.code == INVALID:
                 log.warning("copy_rejected", error=reason.message or "invalid item")
@@ -186,7 +186,7 @@ class CopyWriter:
         _settle(await self._restamper.move_stale(stored, "copy_already_copied"), results)
         return again
 
-    async def _bisect(self, group: list[Copy], results: _Results, moves_from_us: int) -> None:
+    async def _bisect(self, group: list[Copy], results: _Results, backfill: bool) -> None:
         """DynamoDB refused the whole call, naming no item: find the bad copy by halving."""
         if len(group) == 1:
             log.warning("copy_rejected", error="ValidationException")
@@ -194,13 +194,14 @@ class CopyWriter:
             return
         half = len(group) // 2
         for part in (group[:half], group[half:]):
-            await self._write_group(part, results, moves_from_us)
+            await self._write_group(part, results, backfill)
 
-    def _transaction(self, copies: list[Copy], stamp_us: int) -> list[_Item]:
+    def _transaction(self, copies: list[Copy], stamp_us: int, backfill: bool) -> list[_Item]:
         """The attempt's items: every copy carries the attempt's one stamp."""
         items: list[_Item] = []
         for copy in copies:
-            put = event_put(self._events_table, consumer_copy(copy.item, copy.partition, self._inbox_shards, stamp_us))
+            made = consumer_copy(copy.item, copy.partition, self._inbox_shards, stamp_us, backfill=backfill)
+            put = event_put(self._events_table, made)
             items.append(TxItem(Role.COPY_PUT, {"Put": put}, copy, copy.partition))
         gained = [(c.partition, c.event_type) for c in copies]
         return items + counter_updates(self._counters_table, self._shards, gained)
@@ -212,12 +213,6 @@ def _wall_clock_us() -> int:
 
 def _monotonic_clock_us() -> int:
     return time.monotonic_ns() // 1000
-
-
-def _stamp_us(stored: dict[str, Any]) -> int:
-    """When a copy met already made was stamped (0 without a position: nothing to move)."""
-    place = placement(stored)
-    return position_stamp_us(place.position) if place is not None else 0
 
 
 def _unique(copies: list[Copy]) -> list[Copy]:

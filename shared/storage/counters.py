@@ -83,7 +83,7 @@ def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, A
     }
 
 
-def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str, str]]) -> list[TxItem[Any]]:
+def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str, str]]) -> list[TxItem[None]]:
     """A transaction's counter items for what it adds, one (partition, event type) per new
     item: each partition's total and each (partition, type) move once, by how many, all on
     the one shard ``shards`` picks for the partitions (the writer's events and the copies)."""
@@ -95,7 +95,7 @@ def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str
     return items
 
 
-def _update(table: str, counter: str, shard: int, delta: int, partition: str) -> TxItem[Any]:
+def _update(table: str, counter: str, shard: int, delta: int, partition: str) -> TxItem[None]:
     return TxItem(Role.COUNTER, {"Update": counter_add(table, counter, shard, delta)}, None, partition)
 
 

@@ -5,8 +5,10 @@ text as received), ``received_at_us``, ``delivered``, ``request_id`` (when the e
 and while it is undelivered its inbox keys ``inbox_pk``, ``inbox_type_pk`` (sharded:
 ``layout.inbox_pk``) and ``inbox_pos`` (``layout.inbox_position``); acknowledging sets
 ``delivered``, ``delivered_at_us`` and ``expires_at`` (TTL) and removes the inbox keys, which
-drops it from every inbox index. The alias item (same key) holds ``alias_of``, the id of
-the event a duplicate's id stands for, and ``received_at_us``.
+drops it from every inbox index. A named consumer's copy (``consumer_copy``) is an event
+item under the consumer's partition, with ``by_backfill`` when its backfill made it. The
+alias item (same key) holds ``alias_of``, the id of the event a duplicate's id stands for,
+and ``received_at_us``.
 
 The writer builds them (``event_item``, ``event_put``, ``alias_put``, ``restamp_update``),
 the inbox reads them (``PageItem``, ``stored_event``, ``alias_target``), acknowledgements
@@ -69,11 +71,14 @@ def event_item(event: QueuedEvent, inbox_shards: int = 1, stamp_us: int | None =
     return item
 
 
-def consumer_copy(item: dict[str, Any], partition: str, inbox_shards: int, stamp_us: int) -> dict[str, Any]:
+def consumer_copy(
+    item: dict[str, Any], partition: str, inbox_shards: int, stamp_us: int, *, backfill: bool = False
+) -> dict[str, Any]:
     """A named consumer's copy of an event item (as built, or as stored): the same event
     under the consumer's partition (``layout.consumer_partition``), undelivered, in that
     partition's inbox at ``stamp_us``: the copier's clock, so after every cursor the
-    consumer was given before the copy existed."""
+    consumer was given before the copy existed. A backfill's copy says so (``backfill``:
+    ``by_backfill``), so that the backfill moves only its own."""
     event_id, event_type = item["event_id"]["S"], item["event_type"]["S"]
     shard = inbox_shard(event_id, inbox_shards)
     copy: dict[str, Any] = {
@@ -88,7 +93,17 @@ def consumer_copy(item: dict[str, Any], partition: str, inbox_shards: int, stamp
     }
     if "request_id" in item:
         copy["request_id"] = item["request_id"]
+    if backfill:
+        copy[_BY_BACKFILL] = {"BOOL": True}
     return copy
+
+
+_BY_BACKFILL = "by_backfill"
+
+
+def by_backfill(item: dict[str, Any]) -> bool:
+    """Was this copy (as stored) made by a consumer's backfill, not by a writer?"""
+    return _BY_BACKFILL in item
 
 
 def event_put(table: str, item: dict[str, Any]) -> dict[str, Any]:

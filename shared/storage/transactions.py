@@ -24,6 +24,9 @@ from shared.aws.lean import RETRYABLE_CODES
 from shared.retry import CONFLICT_RETRY, retry_pending
 
 R = TypeVar("R")
+# A transaction's items are read, never changed: a list of counter items (ref None) joins
+# a list of copies or events (ref Copy | None) as it is.
+R_co = TypeVar("R_co", covariant=True)
 P = TypeVar("P")
 
 TRANSACTION_RETRY = CONFLICT_RETRY
@@ -62,12 +65,12 @@ class Role(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class TxItem(Generic[R]):
+class TxItem(Generic[R_co]):
     """One item of a transaction: its role, the request as sent, and what it is written for."""
 
     role: Role
     request: dict[str, Any]  # {"Put": {...}} or {"Update": {...}}
-    ref: R
+    ref: R_co
     account: str = ""  # whose item it is: a throttled item concerns this account alone
 
 

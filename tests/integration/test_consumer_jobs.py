@@ -150,9 +150,9 @@ class _CountingCopier(CopyWriter):
         super().__init__(client, settings)
         self.calls: list[list[str]] = []
 
-    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, backfill: bool = False) -> dict[tuple[str, str], CopyOutcome]:
         self.calls.append([c.key[1] for c in copies])
-        return await super().copy(copies, moves_from_us=moves_from_us)
+        return await super().copy(copies, backfill=backfill)
 
 
 async def test_a_backfill_from_the_earliest_copies_every_matching_event_once_with_exact_counts(
@@ -377,13 +377,13 @@ class _FlakyCopier(CopyWriter):
         super().__init__(client, settings)
         self._event_id, self._left, self._outcome = event_id, times, outcome
 
-    async def copy(self, copies: list[Copy], *, moves_from_us: int = 0) -> dict[tuple[str, str], CopyOutcome]:
+    async def copy(self, copies: list[Copy], *, backfill: bool = False) -> dict[tuple[str, str], CopyOutcome]:
         flaky = [c for c in copies if c.key[1] == self._event_id]
         if not flaky or self._left == 0:
-            return await super().copy(copies, moves_from_us=moves_from_us)
+            return await super().copy(copies, backfill=backfill)
         self._left -= 1
         others = [c for c in copies if c.key[1] != self._event_id]
-        results = await super().copy(others, moves_from_us=moves_from_us)
+        results = await super().copy(others, backfill=backfill)
         return {**results, flaky[0].key: self._outcome}
 
 
@@ -435,25 +435,26 @@ async def test_a_copy_storage_refuses_is_passed_not_waited_for(dynamodb_local: S
 async def test_a_backfill_leaves_the_copies_writers_made_where_they_are(
     dynamodb_local: Stack, clients: AwsClients
 ) -> None:
-    # A writer's copy stamped long ago is settled: a consumer may have paged past it. Moving it
-    # to a fresh position (as a writer does with a stale item it meets again) would show it twice.
+    # A writer's copy is the writer's to settle: a consumer may have paged past it. Moving it
+    # to a fresh position (as a writer does with a stale item it meets again) would show it
+    # twice, whether the writer made it long ago or just after the walk's bound.
     settings = msgspec.structs.replace(_settings(dynamodb_local), inbox_settle_ms=1000)
     client = clients.dynamodb
     account = new_account_id()
     stored = _events(account, 20, first_us=1_600_000_000 * _US)
     await _store(client, settings, stored)
     consumer = await _create(client, settings, account)
-    long_ago_us = time.time_ns() // 1000 - 60 * _US
-    writers = CopyWriter(client, settings, clock_us=lambda: long_ago_us)
-    await writers.copy([Copy(consumer.partition, events.event_item(e)) for e in stored[::2]])
-    # An earlier attempt of the backfill itself, whose answer was lost: stamped after the walk
-    # began, stale by the time the walk meets it again. It may sit behind a cursor: it moves.
     assert consumer.walk_until_us is not None
-    own_us = consumer.walk_until_us + 1
-    earlier = CopyWriter(client, settings, clock_us=lambda: own_us)
-    await earlier.copy([Copy(consumer.partition, events.event_item(stored[1]))])
+    long_ago_us, after_bound_us = time.time_ns() // 1000 - 60 * _US, consumer.walk_until_us + 1
+    for stamp_us, part in ((long_ago_us, stored[0:10:2]), (after_bound_us, stored[10:20:2])):
+        writers = CopyWriter(client, settings, clock_us=itertools.repeat(stamp_us).__next__)
+        await writers.copy([Copy(consumer.partition, events.event_item(e)) for e in part])
+    # An earlier attempt of the backfill itself, whose answer was lost, stale by the time the
+    # walk meets it again: it may sit behind a cursor, so it moves.
+    earlier = CopyWriter(client, settings, clock_us=lambda: long_ago_us)
+    await earlier.copy([Copy(consumer.partition, events.event_item(stored[1]))], backfill=True)
     before = await _positions(client, settings, consumer.partition)
-    await asyncio.sleep(settings.inbox_settle_ms / 1000)  # stale: older than a quarter of the margin
+    await asyncio.sleep(settings.inbox_settle_ms / 1000)  # all stale: older than a quarter of the margin
 
     async with _running(JobRunner(client, settings)):
         await _until(lambda: _job_ended(client, settings, consumer), "the backfill ends")
