@@ -183,7 +183,7 @@ class JobRunner:
                     return
                 place = step.place
                 await self._pace(started, step.read)
-        except Exception as exc:  # noqa: BLE001 - the place saved last stands; the next poll resumes
+        except Exception as exc:  # noqa: BLE001 - the place saved last stands; given back, it resumes soon
             log.warning("consumer_job_step_failed", **context, error=_code(exc))
             with contextlib.suppress(Exception):  # storage may be down: then the lease runs out
                 await self._release(job)
