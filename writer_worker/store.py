@@ -47,7 +47,7 @@ from shared.settings import Settings
 from shared.storage.claims import claim_item, claim_probe, claim_put, claimant
 from shared.storage.consumers import Consumer
 from shared.storage.copies import SETTLED, Copy, CopyOutcome, CopyWriter
-from shared.storage.counters import ShardChooser, counter_probe, counter_updates
+from shared.storage.counters import ShardChooser, counter_probe, counter_updates, transaction_groups
 from shared.storage.events import Placement, alias_put, alias_target, event_item, event_probe, event_put
 from shared.storage.layout import SEP, TRANSACTION_MAX_ITEMS, claim_linger_s, counter_id, dedup_id
 from shared.storage.restamp import Restamper, Unsettled
@@ -67,10 +67,6 @@ __all__ = ["EventResult", "EventWriter", "Outcome", "event_item", "unavailable"]
 
 log = structlog.get_logger()
 
-# TransactWriteItems takes 100 items and 4 MB. A group holds as many events as fit: two
-# items per event (event, claim), one counter update per account and per (account, type);
-# the byte budget keeps large payloads under the size limit.
-GROUP_MAX_BYTES = 3 * 1024 * 1024
 # How long a dedup claim outlives its window: a copy received inside the window can still
 # arrive this much later (SQS keeps a message at most 14 days; a dead letter can be replayed
 # while its events are younger than the event retention, and then waits in the queue again),
@@ -522,21 +518,10 @@ def _rounds(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
 
 
 def _groups(events: list[_Claimed]) -> Iterator[list[_Claimed]]:
-    """Fill each transaction as far as its item and byte limits allow."""
-    group: list[_Claimed] = []
-    counters: set[tuple[str, str | None]] = set()  # (account, None) is the account's total
-    size = 0
-    for claimed in events:
-        event = claimed.event
-        event_size = len(event.payload) + 512
-        new_counters = {(event.account_id, None), (event.account_id, event.event_type)} - counters
-        items = 2 * (len(group) + 1) + len(counters) + len(new_counters)
-        if group and (items > TRANSACTION_MAX_ITEMS or size + event_size > GROUP_MAX_BYTES):
-            yield group
-            group, counters, size = [], set(), 0
-            new_counters = {(event.account_id, None), (event.account_id, event.event_type)}
-        group.append(claimed)
-        counters |= new_counters
-        size += event_size
-    if group:
-        yield group
+    """Two items per event (event, claim), plus the counter updates (``transaction_groups``)."""
+    return transaction_groups(
+        events,
+        gains=lambda c: (c.event.account_id, c.event.event_type),
+        size=lambda c: len(c.event.payload) + 512,  # keys, index keys, claim: a generous bound
+        items_each=2,
+    )

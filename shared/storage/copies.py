@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
-from shared.storage.counters import ShardChooser, counter_updates
+from shared.storage.counters import ShardChooser, counter_updates, transaction_groups
 from shared.storage.events import Placement, by_backfill, consumer_copy, event_put
-from shared.storage.layout import TRANSACTION_MAX_ITEMS
 from shared.storage.restamp import Restamper, Unsettled
 from shared.storage.transactions import (
     INVALID,
@@ -56,8 +55,6 @@ __all__ = ["Copy", "CopyOutcome", "CopyWriter"]
 
 log = structlog.get_logger()
 
-# A transaction takes 4 MB: the byte budget keeps a group of large payloads under it.
-GROUP_MAX_BYTES = 3 * 1024 * 1024
 _ITEM_OVERHEAD_BYTES = 512  # keys, index keys, position, names: a generous bound
 
 
@@ -124,7 +121,7 @@ class CopyWriter:
         results: _Results = {}
         pending = _unique(_buildable(copies, results))
         down = False
-        for group in _groups(pending):
+        for group in transaction_groups(pending, gains=_gains, size=_size, items_each=1):
             if down:  # storage as a whole is unavailable: the rest would only fail the same way
                 results.update(dict.fromkeys((c.key for c in group), CopyOutcome.UNAVAILABLE))
                 continue
@@ -236,29 +233,13 @@ def _buildable(copies: list[Copy], results: _Results) -> list[Copy]:
     return good
 
 
+def _gains(copy: Copy) -> tuple[str, str]:
+    return copy.partition, copy.event_type
+
+
 def _size(copy: Copy) -> int:
     payload = str(copy.item["payload"]["S"])
     return (len(payload) if payload.isascii() else len(payload.encode())) + _ITEM_OVERHEAD_BYTES
-
-
-def _groups(copies: list[Copy]) -> Iterator[list[Copy]]:
-    """Fill each transaction as far as its item and byte limits allow."""
-    group: list[Copy] = []
-    counters: set[tuple[str, str | None]] = set()  # (partition, None) is the partition's total
-    size = 0
-    for copy in copies:
-        copy_size = _size(copy)
-        new_counters = {(copy.partition, None), (copy.partition, copy.event_type)} - counters
-        items = len(group) + 1 + len(counters) + len(new_counters)
-        if group and (items > TRANSACTION_MAX_ITEMS or size + copy_size > GROUP_MAX_BYTES):
-            yield group
-            group, counters, size = [], set(), 0
-            new_counters = {(copy.partition, None), (copy.partition, copy.event_type)}
-        group.append(copy)
-        counters |= new_counters
-        size += copy_size
-    if group:
-        yield group
 
 
 def _unsettled(copies: list[Copy], results: _Results, exc: Exception) -> None:

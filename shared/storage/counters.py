@@ -17,14 +17,19 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
 from shared.storage.attributes import NumberValue
-from shared.storage.layout import counter_id
+from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
 from shared.storage.transactions import CONFLICT, Cancellation, Role, TxItem
+
+T = TypeVar("T")
+# TransactWriteItems takes 100 items and 4 MB: the byte budget keeps a group of large
+# payloads under the size limit (``transaction_groups``).
+GROUP_MAX_BYTES = 3 * 1024 * 1024
 
 # How long an account whose counter writes conflicted keeps writing to random shards: long
 # enough to cover a burst, short enough that a quiet account goes back to one shard.
@@ -93,6 +98,31 @@ def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str
     items = [_update(table, counter_id(p), shard, n, p) for p, n in by_partition.items()]
     items += [_update(table, counter_id(p, t), shard, n, p) for (p, t), n in by_type.items()]
     return items
+
+
+def transaction_groups(
+    entries: Iterable[T], *, gains: Callable[[T], tuple[str, str]], size: Callable[[T], int], items_each: int
+) -> Iterator[list[T]]:
+    """Fill each transaction as far as DynamoDB's limits allow: ``items_each`` items per entry
+    plus the counter updates of what the group gains (``counter_updates``: one per partition
+    and per (partition, type)), within ``TRANSACTION_MAX_ITEMS`` and ``GROUP_MAX_BYTES``."""
+    group: list[T] = []
+    counters: set[tuple[str, str | None]] = set()  # (partition, None) is the partition's total
+    total = 0
+    for entry in entries:
+        partition, event_type = gains(entry)
+        entry_size = size(entry)
+        new = {(partition, None), (partition, event_type)} - counters
+        items = items_each * (len(group) + 1) + len(counters) + len(new)
+        if group and (items > TRANSACTION_MAX_ITEMS or total + entry_size > GROUP_MAX_BYTES):
+            yield group
+            group, counters, total = [], set(), 0
+            new = {(partition, None), (partition, event_type)}
+        group.append(entry)
+        counters |= new
+        total += entry_size
+    if group:
+        yield group
 
 
 def _update(table: str, counter: str, shard: int, delta: int, partition: str) -> TxItem[None]:
