@@ -10,39 +10,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Litestar, Request
 from litestar.response.base import ASGIResponse
 
 from inbox_api.acks import Acknowledger, AckOutcome
-from inbox_api.consumers import CONSUMER_PARAMETER, CONSUMER_ROUTES, consumer_name, partition_of
+from inbox_api.consumers import CONSUMER_PARAMETER, CONSUMER_ROUTES, consumer_name, partition_of, target_of
 from inbox_api.cursor import CursorCodec, CursorState
 from inbox_api.jobs import JobRunner
+from inbox_api.leases import Leaser, LeaseRefusal
 from inbox_api.schemas import (
     ACK_EXAMPLE,
     ACK_OUT_EXAMPLE,
+    CLAIM_EXAMPLE,
+    CLAIMED_EXAMPLE,
     EVENT_EXAMPLE,
+    EXTEND_EXAMPLE,
+    EXTEND_OUT_EXAMPLE,
+    FAILED_PAGE_EXAMPLE,
     MAX_ACK_IDS,
+    MAX_WAIT_S,
+    NACK_EXAMPLE,
+    NACK_OUT_EXAMPLE,
     PAGE_EXAMPLE,
     AckIn,
     AckOut,
+    ClaimIn,
+    ClaimOut,
     EventOut,
+    ExtendIn,
+    ExtendOut,
+    FailedPage,
     InboxPage,
+    NackIn,
+    NackOut,
+    TokenRefused,
+    claimed_out,
     event_out,
+    failed_out,
 )
-from inbox_api.store import InboxStore
+from inbox_api.store import InboxStore, Page
+from inbox_api.tokens import LeaseTokens, TokenRefusal
+from inbox_api.waiting import Doorbell, Watch
 from shared.aws.clients import AwsClients, open_clients
-from shared.contract.ids import is_event_id
+from shared.contract.ids import is_event_id, rfc3339
 from shared.errors import ErrorDetail, NotFound, RateLimited, ValidationError
 from shared.keys.authenticator import Authenticator, build_authenticator
 from shared.keys.model import KeyRecord, Scope
 from shared.keys.store import DynamoKeyStore
 from shared.observability.logging import configure_logging
 from shared.settings import Settings, get_settings, inbox_cursor_secret
+from shared.storage.counters import Counts, read_counts
+from shared.storage.layout import counter_id
 from shared.storage.registry import ConsumerRegistry
 from shared.web.body import BodyDeadlines
 from shared.web.decoding import decode_unique_json, require_json
@@ -61,7 +85,12 @@ from shared.web.ratelimit import RateLimiter
 from shared.web.routes import Content, Parameter, Refusal, Route, RouteGroup, route_handlers
 
 TITLE = "Triggers inbox API"
+_B = TypeVar("_B")
 _ack_decoder = msgspec.json.Decoder(AckIn)
+_claim_decoder = msgspec.json.Decoder(ClaimIn)
+_nack_decoder = msgspec.json.Decoder(NackIn)
+_extend_decoder = msgspec.json.Decoder(ExtendIn)
+FAILED_LISTING = "failed"
 MAX_ACK_BODY_BYTES = 64 * 1024
 
 
@@ -78,6 +107,10 @@ class InboxContext:
     limiter: RateLimiter
     requests_per_minute: int
     bodies: BodyDeadlines
+    leaser: Leaser
+    tokens: LeaseTokens
+    doorbell: Doorbell
+    settle_s: float  # a page's settle margin: what a waiting page lets pass before reading again
 
 
 def _context(request: Request[Any, Any, Any]) -> InboxContext:
@@ -89,6 +122,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> Parameter:
     return Parameter(name, "query", schema, description)
 
 
+_WAIT = _query(
+    "wait_s",
+    {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+    "With nothing to return, wait up to this long for an event (long polling; docs/api.md).",
+)
 _PAGE_PARAMETERS = (
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."),
     _query(
@@ -101,7 +139,9 @@ _PAGE_PARAMETERS = (
     _query("event_type", {"type": "string", "minLength": 1, "maxLength": 255}, "Only this type."),
     _query("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}, "Oldest or newest first."),
     CONSUMER_PARAMETER,
+    _WAIT,
 )
+_FAILED_PARAMETERS = tuple(p for p in _PAGE_PARAMETERS if p.name not in ("event_type", "wait_s"))
 _EVENT_ID = Parameter("event_id", "path", {"type": "string", "minLength": 1, "maxLength": 64}, required=True)
 
 
@@ -128,6 +168,7 @@ class _PageQuery(msgspec.Struct, frozen=True):
     cursor: str | None = None
     event_type: str | None = None
     order: str = "asc"
+    wait_s: int = 0
 
 
 _ORDERS = ("asc", "desc")
@@ -138,6 +179,10 @@ def _page_query(request: Request[Any, Any, Any]) -> _PageQuery:
     from a 400, and a refused query still spends its token and carries the rate headers."""
     values = {p.name: request.query_params.get(p.name) for p in _PAGE_PARAMETERS if p is not CONSUMER_PARAMETER}
     details: list[ErrorDetail] = []
+    wait_text = "0" if values["wait_s"] is None else values["wait_s"]
+    wait_s = int(wait_text) if wait_text.isascii() and wait_text.isdigit() and len(wait_text) <= 2 else -1
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        details.append(ErrorDetail("wait_s", f"Must be an integer from 0 to {MAX_WAIT_S}."))
     limit_text = "50" if values["limit"] is None else values["limit"]
     limit = int(limit_text) if limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 3 else 0
     if not 1 <= limit <= 200:
@@ -151,28 +196,67 @@ def _page_query(request: Request[Any, Any, Any]) -> _PageQuery:
         details.append(ErrorDetail("order", "Must be 'asc' or 'desc'."))
     if details:
         raise ValidationError("Invalid query parameters.", details)
-    return _PageQuery(limit, values["cursor"], values["event_type"], order)
+    return _PageQuery(limit, values["cursor"], values["event_type"], order, max(wait_s, 0))
 
 
 async def get_inbox(request: Request[Any, Any, Any], key: KeyRecord) -> ASGIResponse:  # body: InboxPage
     context = _context(request)
     params = _page_query(request)
-    partition = await partition_of(request, key, consumer_name(request))
-    limit, cursor, event_type, order = params.limit, params.cursor, params.event_type, params.order
+    target = await target_of(request, key, consumer_name(request))
+    partition, event_type, order = target.partition, params.event_type, params.order
     # Bound to the partition: a consumer's cursor is refused for another, or a re-created name.
     query = CursorState(partition, event_type, order, "")
-    after = context.cursors.decode(cursor, query) if cursor is not None else None
-    counting = asyncio.ensure_future(context.store.count(partition, event_type))  # beside the page
-    try:
-        page = await context.store.page_from(partition, event_type, order == "desc", limit, after)
-    except BaseException:
-        counting.cancel()
-        raise
-    total = await counting
+    after = context.cursors.decode(params.cursor, query) if params.cursor is not None else None
+    page, counts = await _page_and_counts(context, partition, params, after)
+    if counts.in_flight:  # leases are out: those that ended go back first (seen once settled)
+        await context.leaser.release_ended(partition, target.max_deliveries)
+    if not page.events and not page.has_more and params.wait_s:
+        watch = Watch(counter_id(partition, event_type), partition, claims=False)
+        deadline = time.monotonic() + params.wait_s
+        async with context.doorbell.session(key.key_id, request.receive) as waits:
+            quiet = 0.0
+            while await waits.until(watch, deadline, quiet):
+                page, counts = await _page_and_counts(context, partition, params, after)
+                if page.events or page.has_more:
+                    break
+                quiet = context.settle_s  # stored, not settled yet: read again once it is
     next_cursor = None
     if page.has_more and page.after is not None:  # the position after the last event returned
         next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=page.after))
-    return json_answer(InboxPage([event_out(e) for e in page.events], next_cursor, page.has_more, total))
+    events = [event_out(e) for e in page.events]
+    return json_answer(InboxPage(events, next_cursor, page.has_more, counts.undelivered))
+
+
+async def _page_and_counts(
+    context: InboxContext, partition: str, params: _PageQuery, after: str | None
+) -> tuple[Page, Counts]:
+    counting = asyncio.ensure_future(context.store.counts(partition, params.event_type))  # beside the page
+    try:
+        page = await context.store.page_from(partition, params.event_type, params.order == "desc", params.limit, after)
+    except BaseException:
+        counting.cancel()
+        raise
+    return page, await counting
+
+
+async def get_failed(request: Request[Any, Any, Any], key: KeyRecord) -> FailedPage:
+    context = _context(request)
+    params = _page_query(request)
+    partition = await partition_of(request, key, consumer_name(request))
+    query = CursorState(partition, None, params.order, "", listing=FAILED_LISTING)
+    after = context.cursors.decode(params.cursor, query) if params.cursor is not None else None
+    counting = asyncio.ensure_future(context.store.counts(partition))
+    try:
+        page = await context.store.failed_page(partition, params.order == "desc", params.limit, after)
+    except BaseException:
+        counting.cancel()
+        raise
+    counts = await counting
+    next_cursor = None
+    if page.has_more and page.after is not None:
+        next_cursor = context.cursors.encode(msgspec.structs.replace(query, after=page.after))
+    events = [failed_out(h) for h in page.events]
+    return FailedPage(events, next_cursor, page.has_more, counts.failed)
 
 
 async def get_event(request: Request[Any, Any, Any], key: KeyRecord, event_id: str) -> EventOut:
@@ -195,16 +279,119 @@ async def ack_event(request: Request[Any, Any, Any], key: KeyRecord, event_id: s
 
 async def ack_many(request: Request[Any, Any, Any], key: KeyRecord) -> AckOut:
     name = consumer_name(request)
+    body = await _body(request, _ack_decoder)
+    ids = list(dict.fromkeys(body.event_ids or ()))  # the same id twice is acknowledged once
+    tokens = list(dict.fromkeys(body.lease_tokens or ()))
+    if not ids and not tokens:  # the schema's minProperties: 1
+        raise ValidationError("Invalid request body.", [ErrorDetail("$", "Give event_ids, lease_tokens or both.")])
+    partition = await partition_of(request, key, name)
+    acks = _context(request).acks
+    outcomes = await acks.ack(partition, [i for i in ids if is_event_id(i)], key.account_id) if ids else {}
+    found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
+    acknowledged = [i for i in ids if i in found]
+    leases, refused = _leases(_context(request).tokens, partition, tokens)
+    if leases:
+        by_token = await acks.ack_leases(partition, {event_id: lease for event_id, lease in leases.values()})
+        for token, (event_id, _) in leases.items():
+            outcome = by_token[event_id]
+            if outcome in (AckOutcome.ACKNOWLEDGED, AckOutcome.ALREADY_DELIVERED):
+                acknowledged.append(event_id)
+            else:
+                reason = LeaseRefusal.LEASE_LOST if outcome is AckOutcome.LEASE_LOST else LeaseRefusal.NOT_FOUND
+                refused.append(TokenRefused(token, reason.value))
+    not_found = [i for i in ids if i not in found]
+    answer = _in_order(tokens, refused) if tokens else msgspec.UNSET
+    return AckOut(list(dict.fromkeys(acknowledged)), not_found, answer)
+
+
+async def claim(request: Request[Any, Any, Any], key: KeyRecord) -> ClaimOut:
+    name = consumer_name(request)
+    body = await _body(request, _claim_decoder)
+    context = _context(request)
+    target = await target_of(request, key, name)
+    claimed = await context.leaser.claim(target.partition, body.limit, body.lease_s, target.max_deliveries)
+    if not claimed and body.wait_s:
+        watch = Watch(counter_id(target.partition), target.partition, claims=True)
+        deadline = time.monotonic() + body.wait_s
+        async with context.doorbell.session(key.key_id, request.receive) as waits:
+            while not claimed and await waits.until(watch, deadline):
+                claimed = await context.leaser.claim(target.partition, body.limit, body.lease_s, target.max_deliveries)
+    counts = await context.store.counts(target.partition)
+    tokens = context.tokens
+    events = [claimed_out(c, tokens.encode(target.partition, c.event.event_id, c.lease_id)) for c in claimed]
+    return ClaimOut(events, counts.undelivered, counts.in_flight, counts.failed)
+
+
+async def nack(request: Request[Any, Any, Any], key: KeyRecord) -> NackOut:
+    name = consumer_name(request)
+    body = await _body(request, _nack_decoder)
+    context = _context(request)
+    target = await target_of(request, key, name)
+    tokens = list(dict.fromkeys(body.lease_tokens))
+    leases, refused = _leases(context.tokens, target.partition, tokens)
+    wanted = {event_id: lease for event_id, lease in leases.values()}
+    answers = await context.leaser.nack(target.partition, wanted, body.delay_s, target.max_deliveries) if wanted else {}
+    nacked = _settled(leases, answers, refused)
+    return NackOut(nacked, _in_order(tokens, refused))
+
+
+async def extend(request: Request[Any, Any, Any], key: KeyRecord) -> ExtendOut:
+    name = consumer_name(request)
+    body = await _body(request, _extend_decoder)
+    context = _context(request)
+    partition = await partition_of(request, key, name)
+    tokens = list(dict.fromkeys(body.lease_tokens))
+    leases, refused = _leases(context.tokens, partition, tokens)
+    wanted = {event_id: lease for event_id, lease in leases.values()}
+    answers, until_us = await context.leaser.extend(partition, wanted, body.lease_s)
+    extended = _settled(leases, answers, refused)
+    return ExtendOut(extended, rfc3339(until_us), _in_order(tokens, refused))
+
+
+async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[_B]) -> _B:
     require_json(request.headers.get("content-type"))
     raw = await _context(request).bodies.read(
         request.receive, request.headers.get("content-length"), MAX_ACK_BODY_BYTES
     )
-    body = decode_unique_json(_ack_decoder, raw)
-    ids = list(dict.fromkeys(body.event_ids))  # the same id twice is acknowledged once
-    partition = await partition_of(request, key, name)
-    outcomes = await _context(request).acks.ack(partition, [i for i in ids if is_event_id(i)], key.account_id)
-    found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
-    return AckOut(acknowledged=[i for i in ids if i in found], not_found=[i for i in ids if i not in found])
+    return decode_unique_json(decoder, raw)
+
+
+def _leases(
+    codec: LeaseTokens, partition: str, tokens: list[str]
+) -> tuple[dict[str, tuple[str, str]], list[TokenRefused]]:
+    """The tokens that are genuine and this consumer's (token -> (event id, lease id)), and the
+    others refused. Two tokens of one event: the first decides, the other is not its lease."""
+    leases: dict[str, tuple[str, str]] = {}
+    refused: list[TokenRefused] = []
+    events: dict[str, str] = {}
+    for token in tokens:
+        state = codec.decode(token, partition)
+        if isinstance(state, TokenRefusal):
+            refused.append(TokenRefused(token, state.value))
+        elif events.setdefault(state.event_id, state.lease_id) != state.lease_id:
+            refused.append(TokenRefused(token, LeaseRefusal.LEASE_LOST.value))
+        else:
+            leases[token] = (state.event_id, state.lease_id)
+    return leases, refused
+
+
+def _settled(
+    leases: dict[str, tuple[str, str]], answers: dict[str, LeaseRefusal | None], refused: list[TokenRefused]
+) -> list[str]:
+    """The events whose move was made; the refusals of the others join ``refused``."""
+    done: list[str] = []
+    for token, (event_id, _) in leases.items():
+        refusal = answers.get(event_id, LeaseRefusal.NOT_FOUND)
+        if refusal is None:
+            done.append(event_id)
+        else:
+            refused.append(TokenRefused(token, refusal.value))
+    return list(dict.fromkeys(done))
+
+
+def _in_order(tokens: list[str], refused: list[TokenRefused]) -> list[TokenRefused]:
+    place = {t: n for n, t in enumerate(tokens)}
+    return sorted(refused, key=lambda r: place.get(r.lease_token, 0))
 
 
 # Every route of the group needs a key with the inbox scope and costs one token.
@@ -246,13 +433,57 @@ INBOX_ROUTES = RouteGroup(
         Route(
             "post",
             "/inbox/ack",
-            f"Acknowledge 1 to {MAX_ACK_IDS} events",
+            f"Acknowledge 1 to {MAX_ACK_IDS} events, by id or by lease token",
             ack_many,
             200,
             answer=Content(AckOut, ACK_OUT_EXAMPLE),
             body=Content(AckIn, ACK_EXAMPLE),
             parameters=(CONSUMER_PARAMETER,),
             errors=(400, 404, 413, 415, 429, 503),
+        ),
+        Route(
+            "post",
+            "/inbox/claim",
+            "Lease events nobody holds, oldest first (waiting up to wait_s for one)",
+            claim,
+            200,
+            answer=Content(ClaimOut, CLAIMED_EXAMPLE),
+            body=Content(ClaimIn, CLAIM_EXAMPLE),
+            parameters=(CONSUMER_PARAMETER,),
+            errors=(400, 404, 413, 415, 429, 503),
+        ),
+        Route(
+            "post",
+            "/inbox/nack",
+            "Give leased events back, visible again after delay_s",
+            nack,
+            200,
+            answer=Content(NackOut, NACK_OUT_EXAMPLE),
+            body=Content(NackIn, NACK_EXAMPLE),
+            parameters=(CONSUMER_PARAMETER,),
+            errors=(400, 404, 413, 415, 429, 503),
+        ),
+        Route(
+            "post",
+            "/inbox/extend",
+            "Make leases end lease_s from now",
+            extend,
+            200,
+            answer=Content(ExtendOut, EXTEND_OUT_EXAMPLE),
+            body=Content(ExtendIn, EXTEND_EXAMPLE),
+            parameters=(CONSUMER_PARAMETER,),
+            errors=(400, 404, 413, 415, 429, 503),
+        ),
+        Route(
+            "get",
+            "/inbox/failed",
+            "Page through the consumer's failed list (claimed max_deliveries times without an ack)",
+            get_failed,
+            200,
+            answer=Content(FailedPage, FAILED_PAGE_EXAMPLE),
+            parameters=_FAILED_PARAMETERS,
+            errors=(400, 404, 429, 503),
+            refusals=(Refusal("INVALID_CURSOR", "cursor", "The cursor is not one this service issued for this list."),),
         ),
         *CONSUMER_ROUTES,  # the account's consumers: the same key scope, a token each
     ),
@@ -282,11 +513,20 @@ def _lifespan(settings: Settings) -> Any:
         async with open_clients(settings) as clients:
             bodies = BodyDeadlines(settings.body_timeout_s)
             await bodies.start()
+            store = InboxStore(clients.dynamodb, settings)
+            leaser = Leaser(clients.dynamodb, settings, store)
+            doorbell = Doorbell(
+                lambda counter: read_counts(clients.dynamodb, settings.counters_table, counter),
+                leaser.any_ended,
+                settings.inbox_wait_poll_ms / 1000,
+                settings.inbox_waits_per_key,
+            )
+            await doorbell.start()
             app.state.inbox = InboxContext(
                 clients=clients,
                 auth=build_authenticator(settings, DynamoKeyStore(clients.dynamodb, settings.keys_table)),
                 proxy_hops=settings.trusted_proxy_hops,
-                store=InboxStore(clients.dynamodb, settings),
+                store=store,
                 acks=Acknowledger(clients.dynamodb, settings),
                 cursors=CursorCodec(inbox_cursor_secret(settings)),
                 registry=ConsumerRegistry(clients.dynamodb, settings),
@@ -294,6 +534,10 @@ def _lifespan(settings: Settings) -> Any:
                 limiter=RateLimiter(share=1 / settings.inbox_instances),
                 requests_per_minute=settings.inbox_requests_per_minute,
                 bodies=bodies,
+                leaser=leaser,
+                tokens=LeaseTokens(inbox_cursor_secret(settings)),
+                doorbell=doorbell,
+                settle_s=settings.inbox_settle_ms / 1000,
             )
             # Consumers' backfills and clean-ups: every inbox process takes its share.
             jobs = JobRunner(clients.dynamodb, settings)
@@ -301,6 +545,7 @@ def _lifespan(settings: Settings) -> Any:
             try:
                 yield
             finally:
+                await doorbell.close()
                 await jobs.close()
                 await bodies.close()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 from litestar import Request
@@ -38,7 +38,8 @@ from shared.errors import DefaultConsumer, ErrorDetail, NotFound, ValidationErro
 from shared.keys.model import KeyRecord
 from shared.storage import consumers
 from shared.storage.consumers import DEFAULT, Consumer, Job
-from shared.storage.registry import NO_SUCH_CONSUMER, ConsumerRegistry
+from shared.storage.counters import Counts
+from shared.storage.registry import KEEP, NO_SUCH_CONSUMER, ConsumerRegistry
 from shared.web.body import BodyDeadlines
 from shared.web.decoding import decode_unique_json, require_json
 from shared.web.routes import Content, Parameter, Refusal, Route
@@ -83,12 +84,25 @@ def consumer_name(request: Request[Any, Any, Any]) -> str | None:
     return name
 
 
+class Target(NamedTuple):
+    """What an inbox call reads and writes: a consumer's partition, and its max deliveries."""
+
+    partition: str
+    max_deliveries: int
+
+
 async def partition_of(request: Request[Any, Any, Any], key: KeyRecord, name: str | None) -> str:
     """Where the call's events live: the account's partition for ``default``, else the
     named consumer's (read consistently: a consumer just created is found, a deleted one not)."""
+    return (await target_of(request, key, name)).partition
+
+
+async def target_of(request: Request[Any, Any, Any], key: KeyRecord, name: str | None) -> Target:
+    """``partition_of``, with the consumer's ``max_deliveries`` (the default's: 10)."""
     if name is None:
-        return key.account_id
-    return (await _context(request).registry.get(key.account_id, name)).partition
+        return Target(key.account_id, consumers.DEFAULT_MAX_DELIVERIES)
+    consumer = await _context(request).registry.get(key.account_id, name)
+    return Target(consumer.partition, consumer.max_deliveries)
 
 
 # The routes' handlers
@@ -101,37 +115,39 @@ async def create_consumer(request: Request[Any, Any, Any], key: KeyRecord) -> Co
     start_us = _start_us(body.start, details)
     if details:
         raise ValidationError("Invalid request body.", details)
-    consumer = await _context(request).registry.create(key.account_id, body.name, event_types, start_us)
-    return _out(consumer, 0)
+    registry = _context(request).registry
+    consumer = await registry.create(key.account_id, body.name, event_types, start_us, body.max_deliveries)
+    return _out(consumer, Counts())
 
 
 async def list_consumers(request: Request[Any, Any, Any], key: KeyRecord) -> ConsumerList:
     registry = _context(request).registry
     named = await registry.list(key.account_id)
-    counts = await asyncio.gather(
-        registry.undelivered(key.account_id), *(registry.undelivered(c.partition) for c in named)
-    )
+    counts = await asyncio.gather(registry.counts(key.account_id), *(registry.counts(c.partition) for c in named))
     return ConsumerList([_default_out(counts[0]), *(_out(c, n) for c, n in zip(named, counts[1:], strict=True))])
 
 
 async def get_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> ConsumerOut:
     registry = _context(request).registry
     if name == DEFAULT:
-        return _default_out(await registry.undelivered(key.account_id))
+        return _default_out(await registry.counts(key.account_id))
     consumer = await registry.get(key.account_id, _known(name))
-    return _out(consumer, await registry.undelivered(consumer.partition))
+    return _out(consumer, await registry.counts(consumer.partition))
 
 
 async def update_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> ConsumerOut:
     _changeable(name)
     body = await _body(request, _patch_decoder)
     details: list[ErrorDetail] = []
-    event_types = _filter(body.event_types, details)
+    if body.event_types is msgspec.UNSET and body.max_deliveries is msgspec.UNSET:  # the schema's minProperties
+        details.append(ErrorDetail("$", "Give event_types, max_deliveries or both."))
+    event_types = KEEP if body.event_types is msgspec.UNSET else _filter(body.event_types, details)
     if details:
         raise ValidationError("Invalid request body.", details)
     registry = _context(request).registry
-    consumer = await registry.update(key.account_id, _known(name), event_types)
-    return _out(consumer, await registry.undelivered(consumer.partition))
+    max_deliveries = None if body.max_deliveries is msgspec.UNSET else body.max_deliveries
+    consumer = await registry.update(key.account_id, _known(name), event_types, max_deliveries)
+    return _out(consumer, await registry.counts(consumer.partition))
 
 
 async def delete_consumer(request: Request[Any, Any, Any], key: KeyRecord, name: str) -> None:
@@ -214,21 +230,24 @@ def _changeable(name: str) -> None:
 # Answers
 
 
-def _out(consumer: Consumer, undelivered: int) -> ConsumerOut:
+def _out(consumer: Consumer, counts: Counts) -> ConsumerOut:
     return ConsumerOut(
         name=consumer.name,
         event_types=list(consumer.event_types) if consumer.event_types is not None else None,
         start="earliest" if consumer.start_us == 0 else rfc3339(consumer.start_us),
         created_at=rfc3339(consumer.created_at_us),
-        total_undelivered=undelivered,
+        total_undelivered=counts.undelivered,
         backfill=Backfill(
             done=consumer.job is not Job.BACKFILL, events_walked=consumer.walked, events_copied=consumer.delivered
         ),
+        in_flight=counts.in_flight,
+        failed=counts.failed,
+        max_deliveries=consumer.max_deliveries,
     )
 
 
-def _default_out(undelivered: int) -> ConsumerOut:
-    return ConsumerOut(DEFAULT, None, "earliest", None, undelivered, None)
+def _default_out(counts: Counts) -> ConsumerOut:
+    return ConsumerOut(DEFAULT, None, "earliest", None, counts.undelivered, None, counts.in_flight, counts.failed)
 
 
 # The declarations
@@ -280,7 +299,7 @@ CONSUMER_ROUTES = (
     Route(
         "patch",
         "/consumers/{name}",
-        "Change a consumer's filter (for events stored from then on)",
+        "Change a consumer's filter (for events stored from then on) or its max_deliveries",
         update_consumer,
         200,
         answer=Content(ConsumerOut, CONSUMER_EXAMPLE),

@@ -37,6 +37,8 @@ class CursorState(msgspec.Struct, array_like=True, frozen=True):
     after: str  # an inbox position; a 0.2 cursor: an event id
     # Added in 0.3 (array_like: a 0.2 cursor decodes with the default).
     position: bool = False
+    # Added in 0.5: which list it pages, the inbox ("") or the failed list ("failed").
+    listing: str = ""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -80,10 +82,11 @@ class CursorCodec:
             state = _decoder.decode(data)
         except msgspec.DecodeError:  # signed by us, yet unreadable: another release's layout
             raise InvalidCursor("The cursor is not valid; start again without one.") from None
-        if (state.account_id, state.event_type, state.order) != (
+        if (state.account_id, state.event_type, state.order, state.listing) != (
             expected.account_id,
             expected.event_type,
             expected.order,
+            expected.listing,
         ):
             raise InvalidCursor("The cursor belongs to another query (filter or order changed).")
         if state.position:

@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.errors import NotFound
 from shared.settings import Settings
-from shared.storage.counters import count_answer, count_query
+from shared.storage.counters import Counts, read_counts
 from shared.storage.events import (
+    ANY,
     BELOW,
     BETWEEN,
     PAGE_PROJECTION,
@@ -37,6 +38,7 @@ from shared.storage.events import (
     stored_event,
 )
 from shared.storage.layout import POSITION_STAMP_DIGITS, counter_id
+from shared.storage.leases import HeldItem, failed_query, held_answer
 
 __all__ = ["PAGE_EXTRA_QUERIES", "PAGE_PROJECTION", "InboxStore", "Page", "StoredEvent"]  # PAGE_PROJECTION: bench
 
@@ -54,6 +56,12 @@ _ABOVE = "~"
 
 def _pos(item: PageItem) -> str:
     return item.pos
+
+
+class FailedPage(NamedTuple):
+    events: list[HeldItem]
+    has_more: bool
+    after: str | None
 
 
 class Page(NamedTuple):
@@ -134,6 +142,39 @@ class InboxStore:
         has_more = has_more or len(items) > limit
         return Page(events, has_more, events[-1].position if events else (after if has_more else None))
 
+    async def head(self, partition: str, limit: int) -> list[PageItem]:
+        """The ``limit`` available events first in position order, settled or not: what a claim
+        takes from. A claim hands out no cursor, so an event committed late is claimed later,
+        never passed: no settle margin to wait out."""
+        query = page_query(self._events, None, False, ANY)
+        shards = [_Shard({":pk": {"S": key}}) for key in page_partitions(partition, None, self._shard_ids)]
+        items, _ = await self._read(query, shards, limit, False)
+        return items
+
+    async def failed_page(self, partition: str, descending: bool, limit: int, after: str | None) -> FailedPage:
+        """Up to ``limit`` events of the partition's failed list past the position ``after``,
+        in the order they failed; settled as the inbox's pages are (``page_from``)."""
+        settled_us = self._clock_us() - self._settle_us
+        if (
+            after is not None
+            and not descending
+            and after + _SUCCESSOR > f"{settled_us:0{POSITION_STAMP_DIGITS}d}{_ABOVE}"
+        ):
+            return FailedPage([], True, after)  # this clock is behind the cursor's: nothing settled yet
+        params = failed_query(
+            self._events, partition, descending=descending, settled_us=settled_us, after=after, limit=limit + 1
+        )
+        items: list[HeldItem] = []
+        for _ in range(1 + PAGE_EXTRA_QUERIES):
+            answer = await self._client.query_decoded(held_answer, **params)
+            items += answer.Items
+            if len(items) > limit or answer.LastEvaluatedKey is None:
+                break
+            params = {**params, "ExclusiveStartKey": answer.LastEvaluatedKey, "Limit": limit + 1 - len(items)}
+        has_more = len(items) > limit or answer.LastEvaluatedKey is not None
+        events = items[:limit]
+        return FailedPage(events, has_more, events[-1].pos if events else (after if has_more else None))
+
     async def _read(
         self, query: dict[str, Any], shards: list[_Shard], need: int, descending: bool
     ) -> tuple[list[PageItem], bool]:
@@ -176,15 +217,12 @@ class InboxStore:
         shard.done = answer.LastEvaluatedKey is None
 
     async def count(self, account_id: str, event_type: str | None) -> int:
-        """Exact undelivered count: the sum of the counter's shards, read consistently."""
-        total = 0
-        params = count_query(self._counters, counter_id(account_id, event_type))
-        while True:  # a counter has at most TRIGGERS_COUNTER_SHARDS small items: one answer
-            response = await self._client.query_decoded(count_answer, **params)
-            total += response.total()
-            if response.LastEvaluatedKey is None:
-                return total
-            params["ExclusiveStartKey"] = response.LastEvaluatedKey
+        """Exact undelivered (available) count: the sum of the counter's shards, read consistently."""
+        return (await self.counts(account_id, event_type)).undelivered
+
+    async def counts(self, account_id: str, event_type: str | None = None) -> Counts:
+        """Exact counts of a partition (or of one type: available only), read consistently."""
+        return await read_counts(self._client, self._counters, counter_id(account_id, event_type))
 
     async def get(self, account_id: str, event_id: str, aliases_of: str | None = None) -> StoredEvent:
         """One event of the account (or of a consumer's partition); a duplicate's id resolves

@@ -158,6 +158,14 @@ class RateLimited(AppError, answer=RATE_LIMITED):
         self.headers["Retry-After"] = str(retry_after_s)
 
 
+class TooManyWaits(AppError, answer=RATE_LIMITED):
+    """A key has as many requests waiting (``wait_s``) on this instance as it may have."""
+
+    def __init__(self, most: int) -> None:
+        super().__init__(f"This key already has {most} requests waiting here; retry in 1 s, or wait in fewer.")
+        self.headers["Retry-After"] = "1"
+
+
 class ServiceUnavailable(AppError, answer=SERVICE_UNAVAILABLE):
     """A dependency (SQS, DynamoDB) cannot be reached or refused: the client should retry."""
 

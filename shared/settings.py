@@ -199,6 +199,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=1, description="How many inbox instances share each key's inbox limit (each allows limit / instances)."
         ),
     ] = 1
+    inbox_wait_poll_ms: Annotated[
+        int,
+        msgspec.Meta(
+            ge=50,
+            le=5000,
+            description=(
+                "How often an inbox process reads the counts of each consumer someone waits on "
+                "(wait_s): one Query per consumer per poll, however many requests wait on it. "
+                "A waiting claim answers within about this much of an event's storage."
+            ),
+        ),
+    ] = 250
+    inbox_waits_per_key: Annotated[
+        int,
+        msgspec.Meta(
+            ge=1, description="Requests one key may have waiting (wait_s) on one inbox instance at once; 429 beyond."
+        ),
+    ] = 50
 
     # --- consumers (docs/architecture.md, "Consumers") -----------------------------------
     consumers_per_account: Annotated[

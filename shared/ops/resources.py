@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from shared.aws.clients import AwsClients
 from shared.settings import Settings
 from shared.storage.layout import (
+    HELD_INDEX,
     INBOX_BY_TYPE_INDEX,
     INBOX_BY_TYPE_POS_INDEX,
     INBOX_INDEX,
@@ -60,7 +61,9 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
         {
             "TableName": settings.events_table,
             "KeySchema": _key(("account_id", "HASH"), ("event_id", "RANGE")),
-            "AttributeDefinitions": _attrs("account_id", "event_id", "inbox_pk", "inbox_type_pk", "inbox_pos"),
+            "AttributeDefinitions": _attrs(
+                "account_id", "event_id", "inbox_pk", "inbox_type_pk", "inbox_pos", "held_pk", "held_pos"
+            ),
             "GlobalSecondaryIndexes": [
                 _sparse_index(INBOX_INDEX, "inbox_pk"),
                 _sparse_index(INBOX_BY_TYPE_INDEX, "inbox_type_pk"),
@@ -68,6 +71,8 @@ def table_specs(settings: Settings) -> list[dict[str, Any]]:
                 # them added by _ensure_indexes.
                 _sparse_index(INBOX_POS_INDEX, "inbox_pk", "inbox_pos"),
                 _sparse_index(INBOX_BY_TYPE_POS_INDEX, "inbox_type_pk", "inbox_pos"),
+                # 0.5: leased and failed events (shared.storage.leases); added to older tables too.
+                _sparse_index(HELD_INDEX, "held_pk", "held_pos"),
             ],
             "ttl": "expires_at",
         },

@@ -46,6 +46,8 @@ _DELETED = "#deleted:"
 # still the consumer's. It may get the events of that second before, never miss one after.
 NOW_LEEWAY_US = 1_000_000
 LATEST_START_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z: the last RFC 3339 can write
+DEFAULT_MAX_DELIVERIES = 10  # the contract's default, and the ``default`` consumer's
+MAX_DELIVERIES_LIMIT = 1000
 _JOBS_PARTITION = "due"  # one partition of the jobs index: a few items, read a few times a minute
 _GENERATION_BYTES = 6
 
@@ -111,6 +113,8 @@ class Consumer:
     walk_until_us: int | None = None
     walked: int = 0
     delivered: int = 0
+    # Claims of one event without an ack before it moves to the failed list (shared.storage.leases).
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
     @property
     def partition(self) -> str:
@@ -151,6 +155,7 @@ def consumer_item(consumer: Consumer) -> dict[str, Any]:
         "status": {"S": consumer.status.value},
         "walked": {"N": str(consumer.walked)},
         "delivered": {"N": str(consumer.delivered)},
+        "max_deliveries": {"N": str(consumer.max_deliveries)},
     }
     if consumer.event_types is not None:
         item["event_types"] = {"L": [{"S": t} for t in consumer.event_types]}
@@ -208,20 +213,23 @@ def cleanup_count_update(table: str, account_id: str) -> dict[str, Any]:
     }
 
 
-def filter_update(table: str, consumer: Consumer, event_types: tuple[str, ...] | None) -> dict[str, Any]:
-    """Change an active consumer's filter, if it is still the generation that was read."""
-    update: dict[str, Any] = {
+def settings_update(table: str, consumer: Consumer) -> dict[str, Any]:
+    """Write an active consumer's filter and ``max_deliveries`` as ``consumer`` holds them, if
+    it is still the generation that was read."""
+    values: dict[str, Any] = {":g": {"S": consumer.generation}, ":m": {"N": str(consumer.max_deliveries)}}
+    expression = "SET max_deliveries = :m"
+    if consumer.event_types is None:
+        expression += " REMOVE event_types"
+    else:
+        expression += ", event_types = :t"
+        values[":t"] = {"L": [{"S": t} for t in consumer.event_types]}
+    return {
         "TableName": table,
         "Key": consumer_key(consumer.account_id, consumer.name),
+        "UpdateExpression": expression,
         "ConditionExpression": "generation = :g",
-        "ExpressionAttributeValues": {":g": {"S": consumer.generation}},
+        "ExpressionAttributeValues": values,
     }
-    if event_types is None:
-        update["UpdateExpression"] = "REMOVE event_types"
-    else:
-        update["UpdateExpression"] = "SET event_types = :t"
-        update["ExpressionAttributeValues"][":t"] = {"L": [{"S": t} for t in event_types]}
-    return update
 
 
 def delete_active(table: str, consumer: Consumer) -> dict[str, Any]:
@@ -287,6 +295,7 @@ def consumer_from_item(item: dict[str, Any]) -> Consumer | None:
         walk_until_us=_number(item, "walk_until_us"),
         walked=_number(item, "walked") or 0,
         delivered=_number(item, "delivered") or 0,
+        max_deliveries=_number(item, "max_deliveries") or DEFAULT_MAX_DELIVERIES,  # 0.4 items: the default
     )
 
 

@@ -7,7 +7,11 @@ transaction touching an account's counter is cancelled by a conflict, this proce
 that account's counter writes to a random shard for ``CONTENDED_FOR_S``: a busy account
 spreads over ``TRIGGERS_COUNTER_SHARDS`` items, which concurrent transactions rarely share.
 
-This module owns the counter item (``counter_id``, ``shard_index``, ``n``): the writer's and
+A partition's total counter also holds ``n_leased`` (events under a lease, or waiting out a
+nack's delay) and ``n_failed`` (on its failed list) beside ``n`` (available), on the same
+shard items: the three are read by the one count Query, and a move between them is one
+update. This module owns the counter item (``counter_id``, ``shard_index``, ``n``,
+``n_leased``, ``n_failed``): the writer's and
 the acknowledgements' updates, the inbox's count Query and what it decodes, the migration's
 items. Nothing else spells its attributes.
 """
@@ -17,11 +21,12 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 
+from shared.aws.dynamodb import LeanDynamoDB
 from shared.storage.attributes import NumberValue
 from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
 from shared.storage.transactions import CONFLICT, Cancellation, Role, TxItem
@@ -78,13 +83,22 @@ def counter_key(counter: str, shard: int) -> dict[str, dict[str, str]]:
     return {"counter_id": {"S": counter}, "shard_index": {"N": str(shard)}}
 
 
-def counter_add(table: str, counter: str, shard: int, delta: int) -> dict[str, Any]:
-    """A transaction's update adding ``delta`` (negative to subtract) to one shard."""
+def counter_add(
+    table: str, counter: str, shard: int, delta: int, *, leased: int = 0, failed: int = 0
+) -> dict[str, Any]:
+    """A transaction's update adding ``delta`` (negative to subtract) to one shard's
+    undelivered count ``n``, and ``leased`` / ``failed`` to its ``n_leased`` and ``n_failed``
+    (a partition's total only: shared.storage.leases moves events between the three)."""
+    names, values = [], {}
+    for name, placeholder, value in (("n", ":d", delta), ("n_leased", ":l", leased), ("n_failed", ":f", failed)):
+        if value or (name == "n" and not (leased or failed)):
+            names.append(f"{name} {placeholder}")
+            values[placeholder] = {"N": str(value)}
     return {
         "TableName": table,
         "Key": counter_key(counter, shard),
-        "UpdateExpression": "ADD n :d",
-        "ExpressionAttributeValues": {":d": {"N": str(delta)}},
+        "UpdateExpression": "ADD " + ", ".join(names),
+        "ExpressionAttributeValues": values,
     }
 
 
@@ -97,6 +111,20 @@ def counter_updates(table: str, shards: ShardChooser, gained: Sequence[tuple[str
     shard = shards.shard(by_partition)
     items = [_update(table, counter_id(p), shard, n, p) for p, n in by_partition.items()]
     items += [_update(table, counter_id(p, t), shard, n, p) for (p, t), n in by_type.items()]
+    return items
+
+
+def counter_moves(
+    table: str, shards: ShardChooser, partition: str, available: Mapping[str, int], *, leased: int = 0, failed: int = 0
+) -> list[TxItem[None]]:
+    """A transaction's counter items for events of one partition moving between its states:
+    ``available`` by type (the inbox's ``n``: the total's and each type's), ``leased`` and
+    ``failed`` on the total alone, all on the one shard ``shards`` picks for it."""
+    shard = shards.shard([partition])
+    total = sum(available.values())
+    update = counter_add(table, counter_id(partition), shard, total, leased=leased, failed=failed)
+    items = [TxItem(Role.COUNTER, {"Update": update}, None, partition)]
+    items += [_update(table, counter_id(partition, t), shard, n, partition) for t, n in available.items() if n]
     return items
 
 
@@ -140,7 +168,7 @@ def count_query(table: str, counter: str) -> dict[str, Any]:
         "TableName": table,
         "KeyConditionExpression": "counter_id = :c",
         "ExpressionAttributeValues": {":c": {"S": counter}},
-        "ProjectionExpression": "n",
+        "ProjectionExpression": "n, n_leased, n_failed",
         "ConsistentRead": True,
     }
 
@@ -152,6 +180,16 @@ def shard_keys_query(table: str, counter: str) -> dict[str, Any]:
 
 class CounterItem(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field can hold a cycle
     n: NumberValue | None = None
+    n_leased: NumberValue | None = None
+    n_failed: NumberValue | None = None
+
+
+class Counts(msgspec.Struct, frozen=True, gc=False):
+    """A partition's exact counts: available, leased (or waiting out a nack's delay), failed."""
+
+    undelivered: int = 0
+    in_flight: int = 0
+    failed: int = 0
 
 
 class CountAnswer(msgspec.Struct, frozen=True):
@@ -163,8 +201,30 @@ class CountAnswer(msgspec.Struct, frozen=True):
     def total(self) -> int:
         return sum(i.n.N for i in self.Items if i.n is not None)
 
+    def counts(self) -> Counts:
+        return Counts(
+            self.total(),
+            sum(i.n_leased.N for i in self.Items if i.n_leased is not None),
+            sum(i.n_failed.N for i in self.Items if i.n_failed is not None),
+        )
+
 
 count_answer = msgspec.json.Decoder(CountAnswer, strict=False)
+
+
+async def read_counts(client: LeanDynamoDB, table: str, counter: str) -> Counts:
+    """A counter's exact counts: the sum of its shards, read with one consistent Query."""
+    undelivered = in_flight = failed = 0
+    params = count_query(table, counter)
+    while True:  # a counter has at most TRIGGERS_COUNTER_SHARDS small items: one answer
+        response = await client.query_decoded(count_answer, **params)
+        counts = response.counts()
+        undelivered += counts.undelivered
+        in_flight += counts.in_flight
+        failed += counts.failed
+        if response.LastEvaluatedKey is None:
+            return Counts(undelivered, in_flight, failed)
+        params["ExclusiveStartKey"] = response.LastEvaluatedKey
 
 
 def counter_item(counter: str, shard: int, n: int) -> dict[str, Any]:

@@ -167,20 +167,27 @@ def ack_values(now_us: int, retention_s: int) -> dict[str, Any]:
     """What ``ack_update`` sets, shared by every update of one transaction."""
     return {
         ":t": {"BOOL": True},
-        ":f": {"BOOL": False},
         ":now": {"N": str(now_us)},
         ":exp": {"N": str(now_us // _US + retention_s)},
     }
 
 
-def ack_update(table: str, account_id: str, event_id: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Mark an event delivered if it is not yet; removing its inbox keys drops it from the inbox."""
+def ack_update(
+    table: str, account_id: str, event_id: str, values: dict[str, Any], lease_id: str | None = None
+) -> dict[str, Any]:
+    """Mark an available event delivered if it still is (and, for a lease token, still holds
+    ``lease_id``: shared.storage.leases); removing its inbox keys drops it from the inbox.
+    A leased or failed event is undelivered too, out of the inbox: ``leases.held_ack_update``."""
+    condition = "attribute_exists(inbox_pk)"
+    if lease_id is not None:
+        values = {**values, ":lid": {"S": lease_id}}
+        condition += " AND lease_id = :lid"
     return {
         "TableName": table,
         "Key": event_key(account_id, event_id),
         "UpdateExpression": "SET delivered = :t, delivered_at_us = :now, expires_at = :exp "
         "REMOVE inbox_pk, inbox_type_pk",
-        "ConditionExpression": "delivered = :f",
+        "ConditionExpression": condition,
         "ExpressionAttributeValues": values,
     }
 
@@ -208,6 +215,7 @@ class PageItem(msgspec.Struct, frozen=True, gc=False):
     delivered: BoolValue | None = None
     delivered_at_us: NumberValue | None = None
     inbox_pos: StringValue | None = None
+    deliveries: NumberValue | None = None  # how often claimed (shared.storage.leases)
 
     def event(self) -> StoredEvent:
         return StoredEvent(
@@ -239,6 +247,7 @@ PAGE_PROJECTION = ", ".join(PageItem.__struct_fields__)
 SETTLED = "inbox_pos <= :settled"
 BELOW = "inbox_pos < :after"
 BETWEEN = "inbox_pos BETWEEN :after AND :settled"
+ANY = ""  # every position: what a claim reads (inbox_api/leases.py)
 
 
 def page_query(table: str, event_type: str | None, descending: bool, positions: str) -> dict[str, Any]:
@@ -249,7 +258,7 @@ def page_query(table: str, event_type: str | None, descending: bool, positions: 
     return {
         "TableName": table,
         "IndexName": index,
-        "KeyConditionExpression": f"{key_name} = :pk AND {positions}",
+        "KeyConditionExpression": f"{key_name} = :pk AND {positions}" if positions else f"{key_name} = :pk",
         "ScanIndexForward": not descending,
         "ProjectionExpression": PAGE_PROJECTION,
     }
@@ -278,12 +287,23 @@ def stored_event(item: dict[str, Any]) -> StoredEvent:
 
 
 class AckItem(msgspec.Struct, frozen=True, gc=False):
-    """What an acknowledgement reads of an id: an event (type, delivered) or an alias."""
+    """What an acknowledgement reads of an id: an event (type, state, last lease) or an alias."""
 
     event_id: StringValue
     event_type: StringValue | None = None
     delivered: BoolValue | None = None
     alias_of: StringValue | None = None  # a duplicate's id, pointing at the event it duplicates
+    inbox_pk: StringValue | None = None  # set while available
+    held_pk: StringValue | None = None  # set while leased or failed (shared.storage.leases)
+    lease_id: StringValue | None = None
+
+    @property
+    def held(self) -> str | None:
+        return self.held_pk.S if self.held_pk is not None else None
+
+    @property
+    def lease(self) -> str | None:
+        return self.lease_id.S if self.lease_id is not None else None
 
     @property
     def id(self) -> str:

@@ -13,6 +13,9 @@ events table  (pk ``account_id``, sk ``event_id``): one item per stored event, p
     (``inbox_position``). Pages read these: an event stored late gets a late position, so a
     consumer paging forward never passes it (docs/architecture.md, "Inbox: paging").
     Acknowledging removes the partition keys, which drops the event from all four indexes.
+    GSI ``held`` (0.5; ``held_pk`` = partition|lease or partition|failed, sk ``held_pos``):
+    undelivered events out of the inbox: leased (sorted by lease end) or on the consumer's
+    failed list (sorted by when they failed). ``shared.storage.leases`` owns them.
 dedup table   (pk ``dedup_id`` = account|dedup key): which event first claimed a key, and until
     when (``window_ends_us``); TTL ``expires_at`` removes it after the window.
 consumers table (pk ``account_id``, sk ``name``): an account's named consumers, and one
@@ -44,6 +47,8 @@ INBOX_BY_TYPE_INDEX = "inbox_by_type"
 # inbox may still run (docs/operations.md, "Upgrading").
 INBOX_POS_INDEX = "inbox_by_pos"
 INBOX_BY_TYPE_POS_INDEX = "inbox_by_type_pos"
+# 0.5: leased and failed events (``held_pk``, ``held_pos``), shared.storage.leases.
+HELD_INDEX = "held"
 # Digits of the microsecond stamp at the head of a position: fixed width, so positions sort
 # as strings in time order (16 digits last until the year 2286).
 POSITION_STAMP_DIGITS = 16
@@ -101,6 +106,11 @@ def consumer_partition(account_id: str, name: str, generation: str) -> str:
     """Where a named consumer's copies of the account's events live (the events table's
     ``account_id``); each creation of a name has its own generation, so its own partition."""
     return f"c:{name}{SHARD_SEP}{generation}{SEP}{account_id}"
+
+
+def held_pk(partition: str, failed: bool) -> str:
+    """The ``held`` index partition of a consumer partition's leased (or failed) events."""
+    return f"{partition}{SEP}{'failed' if failed else 'lease'}"
 
 
 def counter_id(account_id: str, event_type: str | None = None) -> str:

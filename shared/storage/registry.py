@@ -27,7 +27,7 @@ from shared.errors import AppError, ConsumerExists, ConsumerLimitReached, NotFou
 from shared.settings import Settings
 from shared.storage import consumers
 from shared.storage.consumers import Consumer, Job, Status
-from shared.storage.counters import count_answer, count_query
+from shared.storage.counters import Counts, read_counts
 from shared.storage.layout import counter_id
 from shared.storage.transactions import Role, TransactionCancelled, TxItem, retrying, transact
 
@@ -52,6 +52,15 @@ _Items = list[dict[str, Any]]
 _Transaction = list[TxItem[_Part]]
 
 
+class Keep(enum.Enum):
+    """``update``'s "leave the filter as it is" (None means every type)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
 def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
@@ -68,7 +77,12 @@ class ConsumerRegistry:
         self._clock_us = clock_us
 
     async def create(
-        self, account_id: str, name: str, event_types: tuple[str, ...] | None, start_us: int | None
+        self,
+        account_id: str,
+        name: str,
+        event_types: tuple[str, ...] | None,
+        start_us: int | None,
+        max_deliveries: int = consumers.DEFAULT_MAX_DELIVERIES,
     ) -> Consumer:
         """A new consumer (a new generation, so a partition of its own) with its backfill due.
         ``start_us`` None: now (``consumers.start_of_now`` of the creation's own instant).
@@ -86,6 +100,7 @@ class ConsumerRegistry:
             job=Job.BACKFILL,
             job_due_us=now_us + self._job_delay_us,
             walk_until_us=now_us + self._job_delay_us,
+            max_deliveries=max_deliveries,
         )
         put = consumers.create_put(self._table, consumer)
         count = consumers.count_update(self._table, account_id, +1, self._limit)
@@ -115,10 +130,22 @@ class ConsumerRegistry:
             raise NotFound(NO_SUCH_CONSUMER)
         return consumer
 
-    async def update(self, account_id: str, name: str, event_types: tuple[str, ...] | None) -> Consumer:
-        """Change a consumer's filter: for the events stored from then on (within the writers' view)."""
+    async def update(
+        self,
+        account_id: str,
+        name: str,
+        event_types: tuple[str, ...] | Keep | None = KEEP,
+        max_deliveries: int | None = None,
+    ) -> Consumer:
+        """Change a consumer's filter (for the events stored from then on, within the writers'
+        view) and its ``max_deliveries``; ``KEEP`` and None leave each as it is."""
         consumer = await self.get(account_id, name)
-        update = {**consumers.filter_update(self._table, consumer, event_types), "ReturnValues": "ALL_NEW"}
+        changed = replace(
+            consumer,
+            event_types=consumer.event_types if isinstance(event_types, Keep) else event_types,
+            max_deliveries=consumer.max_deliveries if max_deliveries is None else max_deliveries,
+        )
+        update = {**consumers.settings_update(self._table, changed), "ReturnValues": "ALL_NEW"}
         try:
             answer = await self._client.update_item(**update)
         except ClientError as exc:
@@ -126,7 +153,7 @@ class ConsumerRegistry:
                 raise NotFound(NO_SUCH_CONSUMER) from None
             raise
         updated = consumers.consumer_from_item(dict(answer["Attributes"]))
-        return updated if updated is not None else replace(consumer, event_types=event_types)
+        return updated if updated is not None else changed
 
     async def delete(self, account_id: str, name: str) -> None:
         """Move the consumer to its deleted name with its clean-up job due, and free its slot."""
@@ -151,15 +178,12 @@ class ConsumerRegistry:
         )
 
     async def undelivered(self, partition: str, event_type: str | None = None) -> int:
-        """The exact undelivered count of a partition (a consumer's, or an account's own)."""
-        total = 0
-        params = count_query(self._counters, counter_id(partition, event_type))
-        while True:  # a counter has at most TRIGGERS_COUNTER_SHARDS small items: one answer
-            response = await self._client.query_decoded(count_answer, **params)
-            total += response.total()
-            if response.LastEvaluatedKey is None:
-                return total
-            params["ExclusiveStartKey"] = response.LastEvaluatedKey
+        """The exact undelivered (available) count of a partition (a consumer's, or an account's own)."""
+        return (await self.counts(partition, event_type)).undelivered
+
+    async def counts(self, partition: str, event_type: str | None = None) -> Counts:
+        """A partition's exact counts: available, in flight, failed."""
+        return await read_counts(self._client, self._counters, counter_id(partition, event_type))
 
     async def _account_items(self, account_id: str) -> _Items:
         params: dict[str, Any] = consumers.view_query(self._table, account_id)

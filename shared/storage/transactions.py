@@ -62,6 +62,7 @@ class Role(enum.StrEnum):
     COPY_PUT = "copy_put"  # a named consumer's copy of an event (shared.storage.copies)
     CONSUMER = "consumer"  # a consumer item, under its name or its deleted name (shared.storage.registry)
     CONSUMER_COUNT = "consumer_count"  # an account's count of consumers
+    LEASE = "lease"  # an event's move between available, leased and failed (shared.storage.leases)
 
 
 @dataclass(frozen=True, slots=True)

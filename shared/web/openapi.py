@@ -130,7 +130,13 @@ def _structs(groups: Sequence[RouteGroup]) -> list[type]:
 
 def build_openapi(title: str, version: str, groups: Sequence[RouteGroup]) -> bytes:
     """The document of every documented route of ``groups``."""
-    _, components = msgspec.json.schema_components(_structs(groups), ref_template=REF)
+    structs = _structs(groups)
+    _, components = msgspec.json.schema_components(structs, ref_template=REF)
+    for struct in structs:  # what a Struct's schema cannot say by its fields (inbox_api/schemas.py)
+        schema = components.get(struct.__name__, {})
+        schema.update(getattr(struct, "json_schema_extra", {}))  # AckIn: one field at least
+        for name in getattr(struct, "whole_numbers", ()):  # a float field held to whole numbers
+            schema["properties"][name]["type"] = "integer"
     paths: dict[str, dict[str, Any]] = {}
     for group in groups:
         for route in group.routes:

@@ -26,6 +26,9 @@ DEFAULT_OUT = {
     "created_at": None,
     "total_undelivered": 0,
     "backfill": None,
+    "in_flight": 0,
+    "failed": 0,
+    "max_deliveries": 10,
 }
 
 
@@ -84,6 +87,9 @@ def test_create_list_read_filter_and_delete(http: httpx.Client, inbox: Service, 
         "start": "earliest",
         "total_undelivered": 0,
         "backfill": {"done": False, "events_walked": 0, "events_copied": 0},
+        "in_flight": 0,
+        "failed": 0,
+        "max_deliveries": 10,
     }
     assert zap["created_at"].endswith("Z")
     timed = _create(http, inbox, api_key, {"name": "alpha", "start": "2026-01-02T03:04:05.123456+01:00"})
@@ -101,6 +107,12 @@ def test_create_list_read_filter_and_delete(http: httpx.Client, inbox: Service, 
     patched = http.patch(f"{inbox.url}/consumers/zap-1", json={"event_types": ["invoice.*"]}, headers=api_key.headers)
     assert patched.status_code == 200, patched.text
     assert patched.json() == {**zap, "event_types": ["invoice.*"]}
+    capped = http.patch(f"{inbox.url}/consumers/zap-1", json={"max_deliveries": 3}, headers=api_key.headers)
+    assert capped.json() == {**zap, "event_types": ["invoice.*"], "max_deliveries": 3}  # the filter stays
+    for refused in (0, 1001, "3", 2.5, None):
+        response = http.patch(f"{inbox.url}/consumers/zap-1", json={"max_deliveries": refused}, headers=api_key.headers)
+        _refused(response, 400, "VALIDATION_ERROR")
+    assert http.get(f"{inbox.url}/consumers/zap-1", headers=api_key.headers).json()["max_deliveries"] == 3
     everything = http.patch(f"{inbox.url}/consumers/zap-1", json={"event_types": None}, headers=api_key.headers)
     assert everything.json()["event_types"] is None
     assert http.get(f"{inbox.url}/consumers/zap-1", headers=api_key.headers).json()["event_types"] is None
@@ -228,7 +240,7 @@ def test_oversized_wrongly_typed_and_bad_patch_bodies_store_nothing(
     assert made.status_code == 201
     url = f"{inbox.url}/consumers/p"
     for body, fields in [
-        ({}, ["$.event_types"]),
+        ({}, ["$"]),  # neither event_types nor max_deliveries
         ({"event_types": ["a"], "name": "q"}, ["$.name"]),
         ({"event_types": []}, ["$.event_types"]),
         ({"event_types": [".*"]}, ["$.event_types[0]"]),

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from inbox_api.acks import _groups
+from inbox_api.acks import _groups, _Mark, _State
 from shared.storage.attributes import StringValue
 from shared.storage.events import AckItem
 from shared.storage.layout import TRANSACTION_MAX_ITEMS
 
 
-def _item(n: int, event_type: str) -> AckItem:
-    return AckItem(event_id=StringValue(f"{n:026d}"), event_type=StringValue(event_type))
+def _item(n: int, event_type: str) -> _Mark:
+    return _Mark(AckItem(event_id=StringValue(f"{n:026d}"), event_type=StringValue(event_type)), _State.AVAILABLE, None)
 
 
 def test_every_event_lands_in_exactly_one_group_that_fits_a_transaction() -> None:
     for count, types in ((1, 1), (98, 1), (99, 1), (250, 1), (250, 30), (400, 120)):
         events = [_item(n, f"type.{n % types}") for n in range(count)]
         groups = _groups(events)
-        assert sorted(e.event_id.S for g in groups for e in g) == sorted(e.event_id.S for e in events)
+        assert sorted(e.id for g in groups for e in g) == sorted(e.id for e in events)
         for group in groups:
-            counters = 1 + len({e.event_type for e in group})  # the total, and one per type
+            counters = 1 + len({e.item.type for e in group})  # the total, and one per type
             assert len(group) + counters <= TRANSACTION_MAX_ITEMS
 
 

@@ -24,11 +24,15 @@ from triggers_client._models import (
     Accepted,
     AckResult,
     BatchResult,
+    Claim,
+    ClaimedEvent,
     ConsumerInfo,
     ConsumerList,
     ErrorDetail,
     Event,
+    ExtendResult,
     InboxPage,
+    NackResult,
     NewEvent,
     ServiceStatus,
 )
@@ -53,6 +57,11 @@ _DECODE_ACKRESULT = msgspec.json.Decoder(AckResult).decode
 _DECODE_SERVICESTATUS = msgspec.json.Decoder(ServiceStatus).decode
 _DECODE_CONSUMER = msgspec.json.Decoder(ConsumerInfo).decode
 _DECODE_CONSUMERLIST = msgspec.json.Decoder(ConsumerList).decode
+_DECODE_CLAIM = msgspec.json.Decoder(Claim).decode
+_DECODE_NACKRESULT = msgspec.json.Decoder(NackResult).decode
+_DECODE_EXTENDRESULT = msgspec.json.Decoder(ExtendResult).decode
+# A waiting claim's answer may come wait_s late: the read timeout allows for that, and more.
+_WAIT_SLACK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,7 @@ class Call(Generic[T]):
     content: bytes | None = None
     params: Mapping[str, str | int] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None  # None: the client's
 
     def wire_headers(self) -> list[tuple[bytes, bytes]]:
         # UTF-8, as the service reads them: httpx would encode a str as ASCII and fail on an
@@ -175,6 +185,29 @@ class Calls:
         ok = frozenset({200})
         return Call("POST", f"{self.inbox}/inbox/ack", ok, _DECODE_ACKRESULT, body, params, _json_headers())
 
+    # Leases (POST /inbox/claim, /inbox/nack, /inbox/extend; acknowledgement by token)
+
+    def claim(self, limit: int, lease_s: int, wait_s: int, consumer: str | None = None) -> Call[Claim]:
+        body, params = _ENCODER.encode({"limit": limit, "lease_s": lease_s, "wait_s": wait_s}), _consumer(consumer)
+        url, timeout = f"{self.inbox}/inbox/claim", (wait_s + _WAIT_SLACK_S) if wait_s else None
+        return Call("POST", url, frozenset({200}), _DECODE_CLAIM, body, params, _json_headers(), timeout)
+
+    def ack_leases(self, tokens: Sequence[str], consumer: str | None = None) -> Call[AckResult]:
+        body, params = _ENCODER.encode({"lease_tokens": list(tokens)}), _consumer(consumer)
+        return Call(
+            "POST", f"{self.inbox}/inbox/ack", frozenset({200}), _DECODE_ACKRESULT, body, params, _json_headers()
+        )
+
+    def nack(self, tokens: Sequence[str], delay_s: int, consumer: str | None = None) -> Call[NackResult]:
+        body, params = _ENCODER.encode({"lease_tokens": list(tokens), "delay_s": delay_s}), _consumer(consumer)
+        url = f"{self.inbox}/inbox/nack"
+        return Call("POST", url, frozenset({200}), _DECODE_NACKRESULT, body, params, _json_headers())
+
+    def extend(self, tokens: Sequence[str], lease_s: int, consumer: str | None = None) -> Call[ExtendResult]:
+        body, params = _ENCODER.encode({"lease_tokens": list(tokens), "lease_s": lease_s}), _consumer(consumer)
+        url = f"{self.inbox}/inbox/extend"
+        return Call("POST", url, frozenset({200}), _DECODE_EXTENDRESULT, body, params, _json_headers())
+
     # Named consumers (the inbox service's /consumers routes)
 
     def create_consumer(self, name: str, event_types: Sequence[str] | None, start: Start) -> Call[ConsumerInfo]:
@@ -208,6 +241,18 @@ class Calls:
 
     def _consumer_url(self, name: str) -> str:
         return f"{self.inbox}/consumers/{quote(name, safe='')}"  # quoted whole, as an event id
+
+
+def lease_tokens(events: Sequence[ClaimedEvent | str]) -> list[str]:
+    """The lease tokens of claimed events (or tokens as they are)."""
+    if isinstance(events, (str, ClaimedEvent)):  # one event where a list is due: a list of one
+        events = [events]
+    return [e if isinstance(e, str) else e.lease_token for e in events]
+
+
+def timeout_of(call: Call[Any]) -> dict[str, Any]:
+    """The request's own timeout, when the call has one (a waiting claim); else the client's."""
+    return {} if call.timeout_s is None else {"timeout": httpx.Timeout(call.timeout_s)}
 
 
 def _consumer(name: str | None) -> dict[str, str]:

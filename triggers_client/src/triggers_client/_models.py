@@ -71,9 +71,50 @@ class InboxPage(msgspec.Struct, frozen=True):
     total_undelivered: int
 
 
+class TokenRefused(msgspec.Struct, frozen=True):
+    """A lease token the service did not honour: ``reason`` is lease_lost (the event was
+    claimed again since), lease_ended, not_found, invalid or other_consumer."""
+
+    lease_token: str
+    reason: str
+
+
 class AckResult(msgspec.Struct, frozen=True):
     acknowledged: list[str]
     not_found: list[str]
+    refused: list[TokenRefused] = []  # lease tokens not honoured (only when tokens were given)
+
+
+class ClaimedEvent(msgspec.Struct, frozen=True):
+    """An event under a lease: nobody else gets it until ``lease_expires_at``."""
+
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    received_at: datetime
+    delivered: bool
+    delivered_at: datetime | None
+    deliveries: int  # how often it was claimed, this claim included
+    lease_token: str
+    lease_expires_at: datetime
+
+
+class Claim(msgspec.Struct, frozen=True):
+    events: list[ClaimedEvent]
+    total_undelivered: int  # available: nobody holds them
+    in_flight: int  # leased, or waiting out a nack's delay
+    failed: int  # claimed max_deliveries times without an ack
+
+
+class NackResult(msgspec.Struct, frozen=True):
+    nacked: list[str]
+    refused: list[TokenRefused]
+
+
+class ExtendResult(msgspec.Struct, frozen=True):
+    extended: list[str]
+    lease_expires_at: datetime
+    refused: list[TokenRefused]
 
 
 class BackfillProgress(msgspec.Struct, frozen=True):
@@ -93,6 +134,9 @@ class ConsumerInfo(msgspec.Struct, frozen=True):
     created_at: datetime | None
     total_undelivered: int
     backfill: BackfillProgress | None
+    in_flight: int = 0
+    failed: int = 0
+    max_deliveries: int = 10
 
     @property
     def start_time(self) -> datetime | None:

@@ -11,15 +11,21 @@ from typing import Any, TypeVar
 import httpx
 
 from triggers_client._calls import Call, Calls, Order, Start, base_headers
+from triggers_client._calls import lease_tokens as _tokens
+from triggers_client._calls import timeout_of as _timeout
 from triggers_client._errors import HTTPX_ERRORS, TriggersError, error_from_exception, error_from_response, undecodable
 from triggers_client._models import (
     Accepted,
     AckResult,
     BatchResult,
+    Claim,
+    ClaimedEvent,
     ConsumerInfo,
     Event,
+    ExtendResult,
     Health,
     InboxPage,
+    NackResult,
     NewEvent,
 )
 from triggers_client._retry import DEFAULT_RETRY, RetryPolicy
@@ -114,6 +120,32 @@ class TriggersClient:
         """1 to 100 ids: which were acknowledged, which the consumer has no event of."""
         return self._run(self._calls.ack_many(event_ids, consumer))
 
+    # --- leases: several workers on one consumer (docs/api.md, "Leases") ------------------
+
+    def claim(self, *, limit: int = 10, lease_s: int = 30, wait_s: int = 0, consumer: str | None = None) -> Claim:
+        """Lease up to ``limit`` events nobody holds, for ``lease_s``; with ``wait_s`` (up to 20),
+        wait that long for one when there is none. Nobody else gets them until the lease ends:
+        ``ack_claimed`` them once handled, ``nack`` to give them back, ``extend`` to keep them."""
+        return self._run(self._calls.claim(limit, lease_s, wait_s, consumer))
+
+    def ack_claimed(self, events: Sequence[ClaimedEvent | str], *, consumer: str | None = None) -> AckResult:
+        """Acknowledge claimed events (or their lease tokens); ``refused`` lists the tokens whose
+        event was claimed again since (its lease had ended): someone else handles it now."""
+        return self._run(self._calls.ack_leases(_tokens(events), consumer))
+
+    def nack(
+        self, events: Sequence[ClaimedEvent | str], *, delay_s: int = 0, consumer: str | None = None
+    ) -> NackResult:
+        """Give claimed events back, claimable again after ``delay_s`` (or, claimed ``max_deliveries``
+        times, to the consumer's failed list)."""
+        return self._run(self._calls.nack(_tokens(events), delay_s, consumer))
+
+    def extend(
+        self, events: Sequence[ClaimedEvent | str], *, lease_s: int = 30, consumer: str | None = None
+    ) -> ExtendResult:
+        """Make the leases of claimed events end ``lease_s`` from now."""
+        return self._run(self._calls.extend(_tokens(events), lease_s, consumer))
+
     # --- named consumers ----------------------------------------------------------------
 
     def create_consumer(
@@ -170,7 +202,12 @@ class TriggersClient:
     def _send(self, call: Call[T]) -> httpx.Response:
         # Streamed, then read: a body that cannot be decoded still leaves its status and request id.
         request = self._http.build_request(
-            call.method, call.url, content=call.content, params=call.params, headers=call.wire_headers()
+            call.method,
+            call.url,
+            content=call.content,
+            params=call.params,
+            headers=call.wire_headers(),
+            **_timeout(call),
         )
         response = self._http.send(request, stream=True)
         try:
