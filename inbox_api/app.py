@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ from inbox_api.schemas import (
 )
 from inbox_api.store import InboxStore, Page
 from inbox_api.tokens import LeaseTokens, TokenRefusal
-from inbox_api.waiting import Doorbell, Watch
+from inbox_api.waiting import Doorbell, Reads, Watch
 from shared.aws.clients import AwsClients, open_clients
 from shared.contract.ids import is_event_id, rfc3339
 from shared.errors import ErrorDetail, NotFound, RateLimited, ValidationError
@@ -65,7 +66,7 @@ from shared.keys.model import KeyRecord, Scope
 from shared.keys.store import DynamoKeyStore
 from shared.observability.logging import configure_logging
 from shared.settings import Settings, get_settings, inbox_cursor_secret
-from shared.storage.counters import Counts, read_counts
+from shared.storage.counters import Counts, peek_shards, shard_counts
 from shared.storage.layout import counter_id
 from shared.storage.registry import ConsumerRegistry
 from shared.web.body import BodyDeadlines
@@ -515,12 +516,12 @@ def _lifespan(settings: Settings) -> Any:
             await bodies.start()
             store = InboxStore(clients.dynamodb, settings)
             leaser = Leaser(clients.dynamodb, settings, store)
-            doorbell = Doorbell(
-                lambda counter: read_counts(clients.dynamodb, settings.counters_table, counter),
+            reads = Reads(
+                functools.partial(shard_counts, clients.dynamodb, settings.counters_table),
+                functools.partial(peek_shards, clients.dynamodb, settings.counters_table),
                 leaser.any_ended,
-                settings.inbox_wait_poll_ms / 1000,
-                settings.inbox_waits_per_key,
             )
+            doorbell = Doorbell(reads, settings.inbox_wait_poll_ms / 1000, settings.inbox_waits_per_key)
             await doorbell.start()
             app.state.inbox = InboxContext(
                 clients=clients,

@@ -3,22 +3,27 @@ that wakes them.
 
 A request that found nothing to return registers a waiter on what it waits for: a count
 (a partition's, or a partition and type's for a filtered page), and whether it claims. One
-task per process polls, every ``TRIGGERS_INBOX_WAIT_POLL_MS``, each watched count (one
-consistent Query, however many requests wait on it) and wakes its waiters when events are
-available; for claimers of a partition with leases out and nothing available, one more
-Query of the ``held`` index tells whether a lease ended. The poller reads storage, not
-process state: a waiter on any instance wakes for an event stored through any other.
+task per process polls, every ``TRIGGERS_INBOX_WAIT_POLL_MS``, the counts of every watched
+counter at once: one BatchGetItem per 100 counter shards (eventually consistent, half a read
+unit each), however many requests wait on each, and wakes the waiters of those with events
+available; for claimers of a partition with leases out and nothing available, one Query of
+the ``held`` index tells whether a lease ended. The poller reads storage, not process state:
+a waiter on any instance wakes for an event stored through any other.
 
-A woken request reads as it did first (its page, or its claim). If that comes back empty
-(another claimer was faster; a page's settle margin has not passed yet), it waits again for
-the rest of its ``wait_s``, not before ``quiet_s`` (a page waits out the settle margin
-rather than reading at every poll). The deadline, the client going away (ASGI
-``http.disconnect``) or the service stopping ends a wait.
+A counter spreads over shards when its writes contend (``shared.storage.counters``): the
+poller reads the shards it knows, found by one consistent Query when it starts watching and
+again every ``REDISCOVER_S``, and shard 0, where every counter starts. A woken request reads
+as it did first (its page, or its claim); if that comes back empty (another claimer was
+faster, a page's settle margin has not passed, or a shard the poller did not know made the
+sum wrong) it waits again, for the rest of its ``wait_s``, and the poller reads that counter
+with a Query again. A page waits again not before ``quiet_s`` (its settle margin) rather than
+reading at every poll. The deadline, the client going away (ASGI ``http.disconnect``) or the
+service stopping ends a wait.
 
-Cost: a watched count is one Query (0.5 RCU) per poll, plus one for claimers with leases
-out; at the default 250 ms, 4 reads/s per consumer being waited on, per instance where
-someone waits, whatever the number of waiting requests. Waiting requests are capped per key
-and instance (``TRIGGERS_INBOX_WAITS_PER_KEY``): beyond it, 429.
+Cost, per instance where someone waits: half a read unit per watched counter shard per poll
+(at the default 250 ms, 2 read units/s per consumer being waited on, whatever the number of
+waiting requests), 100 counters per request. Waiting requests are capped per key and
+instance (``TRIGGERS_INBOX_WAITS_PER_KEY``): beyond it, 429.
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ from typing import Any
 import structlog
 
 from shared.errors import TooManyWaits
-from shared.storage.counters import Counts
+from shared.storage.counters import ShardItem
 
 log = structlog.get_logger()
 
-_CONCURRENT_READS = 32  # the poller's reads in flight at once
+_CONCURRENT_READS = 32  # the poller's Queries in flight at once
+# How often the poller finds a watched counter's shards again (a Query), besides after a
+# wake that found nothing: a shard made meanwhile is read from then on.
+REDISCOVER_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +61,22 @@ class Watch:
 @dataclass
 class _Watched:
     waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    shards: frozenset[int] | None = None  # the counter's shards as last found (None: find them)
+    found_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """What the poller reads of storage (inbox_api/app.py wires them to DynamoDB)."""
+
+    shards: Callable[[str], Awaitable[list[ShardItem]]]  # every shard of a counter, consistently
+    peek: Callable[[list[tuple[str, int]]], Awaitable[list[ShardItem]]]  # these shards, eventually
+    lease_ended: Callable[[str], Awaitable[bool]]  # has a lease of this partition ended?
 
 
 class Doorbell:
-    def __init__(
-        self,
-        counts: Callable[[str], Awaitable[Counts]],
-        lease_ended: Callable[[str], Awaitable[bool]],
-        poll_s: float,
-        per_key: int,
-    ) -> None:
-        self._counts = counts
-        self._lease_ended = lease_ended
+    def __init__(self, reads: Reads, poll_s: float, per_key: int) -> None:
+        self._reads = reads
         self._poll_s = poll_s
         self._per_key = per_key
         self._watched: dict[Watch, _Watched] = {}
@@ -104,6 +116,11 @@ class Doorbell:
             if not self._waiting[key_id]:
                 del self._waiting[key_id]
 
+    def recheck(self, watch: Watch) -> None:
+        """A waiter woke for nothing: read the counter's shards again at the next poll."""
+        if (watched := self._watched.get(watch)) is not None:
+            watched.shards = None
+
     async def ring(self, watch: Watch, timeout_s: float, gone: asyncio.Event) -> bool:
         """Until the poller rings for ``watch`` (True), or the timeout or the client's leaving (False)."""
         if timeout_s <= 0 or gone.is_set():
@@ -123,27 +140,50 @@ class Doorbell:
                 del self._watched[watch]
 
     async def _poll(self) -> None:
-        limit = asyncio.Semaphore(_CONCURRENT_READS)
         while True:
             await asyncio.sleep(self._poll_s)
-            watches = list(self._watched.items())
-            if watches:
-                await asyncio.gather(*(self._check(watch, watched, limit) for watch, watched in watches))
+            if self._watched:
+                try:
+                    await self._check(list(self._watched.items()))
+                except Exception as exc:  # noqa: BLE001 - a failed poll delays waiters, it must not end the poller
+                    log.warning("long_poll_read_failed", error=type(exc).__name__)
 
-    async def _check(self, watch: Watch, watched: _Watched, limit: asyncio.Semaphore) -> None:
+    async def _check(self, watches: list[tuple[Watch, _Watched]]) -> None:
+        """Read every watched counter and ring for those with events (or an ended lease)."""
+        now = time.monotonic()
+        stale = [(w, x) for w, x in watches if x.shards is None or now - x.found_at >= REDISCOVER_S]
+        finding = {w for w, _ in stale}
+        known = [(w, x) for w, x in watches if w not in finding]
+        limit = asyncio.Semaphore(_CONCURRENT_READS)
+        found = await asyncio.gather(*(self._find(w, x, limit) for w, x in stale))
+        keys = sorted({(w.counter, s) for w, x in known for s in (x.shards or frozenset()) | {0}})
+        sums = _sums(await self._reads.peek(keys)) if keys else {}
+        totals = {w: t for (w, _), t in zip(stale, found, strict=True)}
+        totals |= {w: sums.get(w.counter, (0, 0)) for w, _ in known}
+        for watch, watched in watches:
+            available, leased = totals[watch]
+            ready = available > 0
+            if not ready and watch.claims and leased > 0:
+                ready = await self._reads.lease_ended(watch.partition)
+            if ready:
+                for bell in list(watched.waiters):
+                    if not bell.done():
+                        bell.set_result(None)
+
+    async def _find(self, watch: Watch, watched: _Watched, limit: asyncio.Semaphore) -> tuple[int, int]:
         async with limit:
-            try:
-                counts = await self._counts(watch.counter)
-                ready = counts.undelivered > 0
-                if not ready and watch.claims and counts.in_flight > 0:
-                    ready = await self._lease_ended(watch.partition)
-            except Exception as exc:  # noqa: BLE001 - a failed poll delays waiters, it must not end the poller
-                log.warning("long_poll_read_failed", error=type(exc).__name__)
-                return
-        if ready:
-            for bell in list(watched.waiters):
-                if not bell.done():
-                    bell.set_result(None)
+            items = await self._reads.shards(watch.counter)
+        watched.shards, watched.found_at = frozenset(i.shard_index.N for i in items), time.monotonic()
+        return sum(i.available for i in items), sum(i.leased for i in items)
+
+
+def _sums(items: list[ShardItem]) -> dict[str, tuple[int, int]]:
+    """Available and leased per counter, over the shards read."""
+    sums: dict[str, tuple[int, int]] = {}
+    for item in items:
+        available, leased = sums.get(item.counter_id.S, (0, 0))
+        sums[item.counter_id.S] = (available + item.available, leased + item.leased)
+    return sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +192,15 @@ class Waits:
 
     _bell: Doorbell
     _gone: asyncio.Event
+    woken: list[int] = field(default_factory=lambda: [0])  # waits so far (a cell: the class is frozen)
 
     async def until(self, watch: Watch, deadline: float, quiet_s: float = 0.0) -> bool:
         """Wait for events for ``watch`` until the monotonic ``deadline``, not before
-        ``quiet_s`` has passed; False when the time is up or the client went away."""
+        ``quiet_s`` has passed; False when the time is up or the client went away. Every call
+        after the first means the last wake found nothing: the counter is read again."""
+        if self.woken[0]:
+            self._bell.recheck(watch)
+        self.woken[0] += 1
         if quiet_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._gone.wait(), timeout=min(quiet_s, max(0.0, deadline - time.monotonic())))

@@ -24,6 +24,7 @@ from shared.aws.dynamodb import LeanDynamoDB
 from shared.aws.http1 import Http1Pool
 from shared.aws.lean import DYNAMODB, SQS, CredentialsSource, LeanTransport, Service, no_credentials
 from shared.aws.sqs import LeanSqs
+from shared.observability.metrics import AWS_REQUESTS_SENT
 from shared.settings import Settings
 
 if TYPE_CHECKING:  # types-aiobotocore is a development dependency: types only
@@ -55,9 +56,14 @@ class AwsClients:
 AWS_REQUESTS: Counter[str] = Counter()
 
 
+def _counted(operation: str) -> None:
+    AWS_REQUESTS[operation] += 1
+    AWS_REQUESTS_SENT.labels(operation).inc()  # the same, on /metrics (benchmarks read it there too)
+
+
 def _count_request(event_name: str, **_: object) -> None:
     # event_name is "before-send.<service>.<Operation>"
-    AWS_REQUESTS[event_name.split(".", 1)[1]] += 1
+    _counted(event_name.split(".", 1)[1])
 
 
 def _read_timeout_s(settings: Settings, *, long_poll: bool) -> float:
@@ -151,7 +157,7 @@ async def _lean(
             region=client.meta.region_name,
             credentials=credentials,
             max_attempts=settings.aws_max_attempts,
-            on_request=lambda operation: AWS_REQUESTS.update((operation,)),
+            on_request=_counted,
             user_agent=f"{LEAN_USER_AGENT_PREFIX} {botocore_user_agent(client)}",
         )
 

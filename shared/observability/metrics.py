@@ -18,6 +18,9 @@ _SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 HTTP_REQUESTS = Counter("triggers_http_requests_total", "HTTP requests answered.", ["method", "status"])
 HTTP_SECONDS = Histogram("triggers_http_request_seconds", "Time to answer an HTTP request.", buckets=_LATENCY_BUCKETS)
 
+# Bounded labels: the operations this code calls ("dynamodb.Query", "sqs.SendMessageBatch").
+AWS_REQUESTS_SENT = Counter("triggers_aws_requests_total", "AWS requests sent, retries included.", ["operation"])
+
 EVENTS_ACCEPTED = Counter("triggers_events_accepted_total", "Events answered 202 (SQS has them).")
 EVENTS_REFUSED = Counter("triggers_events_refused_total", "Events refused, by error code.", ["reason"])
 KEY_CACHE = Counter("triggers_key_cache_total", "API key verifications, by cache result.", ["result"])

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import msgspec
 
 from shared.aws.dynamodb import LeanDynamoDB
-from shared.storage.attributes import NumberValue
+from shared.storage.attributes import NumberValue, StringValue
 from shared.storage.layout import TRANSACTION_MAX_ITEMS, counter_id
+from shared.storage.reads import BATCH_GET_MAX_KEYS, BatchGetAnswer
 from shared.storage.transactions import CONFLICT, Cancellation, Role, TxItem
 
 T = TypeVar("T")
@@ -210,6 +211,61 @@ class CountAnswer(msgspec.Struct, frozen=True):
 
 
 count_answer = msgspec.json.Decoder(CountAnswer, strict=False)
+
+
+class ShardItem(msgspec.Struct, frozen=True, gc=False):
+    """One shard of a counter as a waiter's poll reads it (inbox_api/waiting.py)."""
+
+    counter_id: StringValue
+    shard_index: NumberValue
+    n: NumberValue | None = None
+    n_leased: NumberValue | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.counter_id.S, self.shard_index.N
+
+    @property
+    def available(self) -> int:
+        return self.n.N if self.n is not None else 0
+
+    @property
+    def leased(self) -> int:
+        return self.n_leased.N if self.n_leased is not None else 0
+
+
+class ShardAnswer(msgspec.Struct, frozen=True):
+    Items: list[ShardItem] = []
+    LastEvaluatedKey: dict[str, Any] | None = None
+
+
+_shard_answer = msgspec.json.Decoder(ShardAnswer, strict=False)
+_shards_read = msgspec.json.Decoder(BatchGetAnswer[ShardItem], strict=False)
+_SHARD_PROJECTION = "counter_id, shard_index, n, n_leased"
+
+
+async def shard_counts(client: LeanDynamoDB, table: str, counter: str) -> list[ShardItem]:
+    """Every shard of a counter, read consistently: which shards exist, and what each holds."""
+    params = {**count_query(table, counter), "ProjectionExpression": _SHARD_PROJECTION}
+    items: list[ShardItem] = []
+    while True:
+        answer = await client.query_decoded(_shard_answer, **params)
+        items += answer.Items
+        if answer.LastEvaluatedKey is None:
+            return items
+        params["ExclusiveStartKey"] = answer.LastEvaluatedKey
+
+
+async def peek_shards(client: LeanDynamoDB, table: str, keys: Sequence[tuple[str, int]]) -> list[ShardItem]:
+    """These shards of counters, eventually consistent (half a read unit each): what a
+    waiter's poll reads, 100 keys a call; keys left unprocessed are left for the next poll."""
+    found: list[ShardItem] = []
+    for start in range(0, len(keys), BATCH_GET_MAX_KEYS):
+        chunk = [counter_key(c, s) for c, s in keys[start : start + BATCH_GET_MAX_KEYS]]
+        request: Any = {table: {"Keys": chunk, "ProjectionExpression": _SHARD_PROJECTION}}
+        answer = await client.batch_get_item_decoded(_shards_read, RequestItems=request)
+        found += answer.Responses.get(table, [])
+    return found
 
 
 async def read_counts(client: LeanDynamoDB, table: str, counter: str) -> Counts:
