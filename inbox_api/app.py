@@ -211,7 +211,9 @@ async def get_inbox(request: Request[Any, Any, Any], key: KeyRecord) -> ASGIResp
     page, counts = await _page_and_counts(context, partition, params, after)
     if counts.in_flight:  # leases are out: those that ended go back first (seen once settled)
         await context.leaser.release_ended(partition, target.max_deliveries)
-    if not page.events and not page.has_more and params.wait_s:
+    # Below a cursor of a newest-first pass nothing new ever comes: no wait for that.
+    waiting = params.wait_s > 0 and not (order == "desc" and after is not None)
+    if not page.events and not page.has_more and waiting:
         watch = Watch(counter_id(partition, event_type), partition, claims=False)
         deadline = time.monotonic() + params.wait_s
         async with context.doorbell.session(key.key_id, request.receive) as waits:
@@ -317,6 +319,10 @@ async def claim(request: Request[Any, Any, Any], key: KeyRecord) -> ClaimOut:
         async with context.doorbell.session(key.key_id, request.receive) as waits:
             while not claimed and await waits.until(watch, deadline):
                 claimed = await context.leaser.claim(target.partition, body.limit, body.lease_s, target.max_deliveries)
+            if claimed and waits.gone:  # its client left meanwhile: nobody would handle them
+                leases = {c.event.event_id: c.lease_id for c in claimed}
+                await context.leaser.nack(target.partition, leases, 0, target.max_deliveries)
+                claimed = []
     counts = await context.store.counts(target.partition)
     tokens = context.tokens
     events = [claimed_out(c, tokens.encode(target.partition, c.event.event_id, c.lease_id)) for c in claimed]

@@ -4,9 +4,10 @@ A claim leases up to ``limit`` of a consumer partition's events for ``lease_s``,
 1. the partition's leases that ended (one Query of the ``held`` index, at most
    ``ENDED_READ``): those claimed ``max_deliveries`` times move to the failed list, the others
    are leased again (``deliveries`` + 1), the longest ended first;
-2. the rest from the inbox's oldest available events: a random choice among the first
-   ``2 * need`` (``InboxStore.head``), so that competing claimers rarely pick the same
-   event, and a claimer that lost some picks again, at most ``CLAIM_PASSES`` times.
+2. the rest from the inbox's oldest available events (``InboxStore.head``): the first
+   ``need``; a claimer that lost some to competing claimers picks again, at random among the
+   first ``2 * need`` it did not try, so that they stop colliding, at most ``CLAIM_PASSES``
+   times.
 Every move is a conditional update of the event (shared.storage.leases), written with the
 counts it moves in one transaction per group (``_apply``): an event whose condition fails
 went to someone else, the rest of its group is written again. No lease state lives in a
@@ -53,6 +54,7 @@ CLAIM_PASSES = 3  # picks from the inbox when competing claimers took what was p
 WINDOW_MAX = 200  # available events a claim reads to pick from
 _US = 1_000_000
 _LEASE_ID_BYTES = 9
+_TOKEN_BYTES = 18  # a ClientRequestToken: 36 characters at most
 
 
 class LeaseRefusal(enum.StrEnum):
@@ -113,7 +115,9 @@ class Leaser:
                 break
             window = await self._store.head(partition, min(WINDOW_MAX, 2 * need + len(tried)))
             window = [i for i in window if i.event_id.S not in tried]
-            chosen = random.sample(window, min(need, len(window)))
+            # The oldest first; once competing claimers took some, a random pick among the
+            # rest, so that they stop colliding on the same events.
+            chosen = window[:need] if not tried else random.sample(window, min(need, len(window)))
             tried.update(i.event_id.S for i in chosen)
             moves = [self._lease(partition, item, lease_id, until) for item in chosen]
             done = await self._apply(partition, moves)
@@ -177,8 +181,9 @@ class Leaser:
 
     async def any_ended(self, partition: str) -> bool:
         """Has a lease of the partition ended (what a waiting claim waits for, beside new events)?"""
-        params = {**expired_query(self._events, partition, self._clock_us(), 1), "ProjectionExpression": "event_id"}
-        answer = await self._client.query_decoded(held_answer, **params)
+        answer = await self._client.query_decoded(
+            held_answer, **expired_query(self._events, partition, self._clock_us(), 1)
+        )
         return bool(answer.Items)
 
     # Reading
@@ -228,7 +233,10 @@ class Leaser:
 
             async def attempt(pending: list[_Move]) -> list[_Move]:
                 try:
-                    await transact(self._client, self._transaction(partition, pending))
+                    # A token per attempt: the transport's retry of a call whose answer was
+                    # lost finds it done, instead of failing its conditions (moves lost).
+                    token = secrets.token_urlsafe(_TOKEN_BYTES)
+                    await transact(self._client, self._transaction(partition, pending), token=token)
                 except TransactionCancelled as cancelled:
                     lost = {c.item.ref.event_id for c in cancelled.of(Role.LEASE) if c.condition_failed and c.item.ref}
                     self._shards.cancelled(cancelled.cancellations, [partition])

@@ -11,8 +11,10 @@ the ``held`` index tells whether a lease ended. The poller reads storage, not pr
 a waiter on any instance wakes for an event stored through any other.
 
 A counter spreads over shards when its writes contend (``shared.storage.counters``): the
-poller reads the shards it knows, found by one consistent Query when it starts watching and
-again every ``REDISCOVER_S``, and shard 0, where every counter starts. A woken request reads
+poller reads the shards it knows, found by one consistent Query when it starts watching, again
+when what it reads of them moves, and every ``REDISCOVER_S``; and shard 0, where every
+counter starts. It wakes every page waiter of a count with events, and as many claim waiters
+(the longest waiting first) as there are events for them: the others would only lose. A woken request reads
 as it did first (its page, or its claim); if that comes back empty (another claimer was
 faster, a page's settle margin has not passed, or a shard the poller did not know made the
 sum wrong) it waits again, for the rest of its ``wait_s``, and the poller reads that counter
@@ -44,9 +46,10 @@ from shared.storage.counters import ShardItem
 log = structlog.get_logger()
 
 _CONCURRENT_READS = 32  # the poller's Queries in flight at once
-# How often the poller finds a watched counter's shards again (a Query), besides after a
-# wake that found nothing: a shard made meanwhile is read from then on.
-REDISCOVER_S = 10.0
+# How often the poller finds a watched counter's shards again (a Query), besides when what
+# it reads of them moved and after a wake that found nothing: a shard made meanwhile is read
+# from then on. As long as the longest wait: a waiter sees at least one such read.
+REDISCOVER_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +63,10 @@ class Watch:
 
 @dataclass
 class _Watched:
-    waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    waiters: dict[asyncio.Future[None], None] = field(default_factory=dict)  # in arrival order
     shards: frozenset[int] | None = None  # the counter's shards as last found (None: find them)
     found_at: float = 0.0
+    seen: tuple[int, int] | None = None  # the sums the last poll read
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ class Doorbell:
         self._per_key = per_key
         self._watched: dict[Watch, _Watched] = {}
         self._waiting: Counter[str] = Counter()  # key id -> requests waiting
+        self._sessions: set[asyncio.Event] = set()  # each waiting request's "it is over"
+        self._closed = False
         self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -91,9 +97,9 @@ class Doorbell:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        for watched in self._watched.values():  # the service stops: every wait ends now
-            for waiter in watched.waiters:
-                waiter.cancel()
+        for gone in self._sessions:  # the service stops: every wait ends now, quiet ones too
+            gone.set()
+        self._closed = True
 
     @property
     def waiting(self) -> int:
@@ -107,11 +113,15 @@ class Doorbell:
             raise TooManyWaits(self._per_key)
         self._waiting[key_id] += 1
         gone = asyncio.Event()
+        if self._closed:
+            gone.set()
+        self._sessions.add(gone)
         listener = asyncio.create_task(_disconnected(receive, gone), name="long-poll-disconnect")
         try:
             yield Waits(self, gone)
         finally:
             listener.cancel()
+            self._sessions.discard(gone)
             self._waiting[key_id] -= 1
             if not self._waiting[key_id]:
                 del self._waiting[key_id]
@@ -127,7 +137,7 @@ class Doorbell:
             return False
         bell: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         watched = self._watched.setdefault(watch, _Watched())
-        watched.waiters.add(bell)
+        watched.waiters[bell] = None
         leaving: asyncio.Future[Any] = asyncio.ensure_future(gone.wait())
         try:
             done, _ = await asyncio.wait((bell, leaving), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
@@ -135,7 +145,7 @@ class Doorbell:
         finally:
             leaving.cancel()
             bell.cancel()
-            watched.waiters.discard(bell)
+            watched.waiters.pop(bell, None)
             if not watched.waiters and self._watched.get(watch) is watched:
                 del self._watched[watch]
 
@@ -149,32 +159,48 @@ class Doorbell:
                     log.warning("long_poll_read_failed", error=type(exc).__name__)
 
     async def _check(self, watches: list[tuple[Watch, _Watched]]) -> None:
-        """Read every watched counter and ring for those with events (or an ended lease)."""
+        """Read every watched counter and ring for those with events (or an ended lease).
+        A read that fails costs its own watch one poll, never another's."""
         now = time.monotonic()
         stale = [(w, x) for w, x in watches if x.shards is None or now - x.found_at >= REDISCOVER_S]
         finding = {w for w, _ in stale}
         known = [(w, x) for w, x in watches if w not in finding]
         limit = asyncio.Semaphore(_CONCURRENT_READS)
-        found = await asyncio.gather(*(self._find(w, x, limit) for w, x in stale))
+        found = await asyncio.gather(*(self._find(w, x, limit) for w, x in stale), return_exceptions=True)
+        totals = {w: t for (w, _), t in zip(stale, found, strict=True) if not isinstance(t, BaseException)}
         keys = sorted({(w.counter, s) for w, x in known for s in (x.shards or frozenset()) | {0}})
         sums = _sums(await self._reads.peek(keys)) if keys else {}
-        totals = {w: t for (w, _), t in zip(stale, found, strict=True)}
-        totals |= {w: sums.get(w.counter, (0, 0)) for w, _ in known}
-        for watch, watched in watches:
-            available, leased = totals[watch]
-            ready = available > 0
-            if not ready and watch.claims and leased > 0:
-                ready = await self._reads.lease_ended(watch.partition)
-            if ready:
-                for bell in list(watched.waiters):
-                    if not bell.done():
-                        bell.set_result(None)
+        for watch, watched in known:
+            totals[watch] = sums.get(watch.counter, (0, 0))
+            if watched.seen is not None and totals[watch] != watched.seen:
+                watched.shards = None  # it moved: find its shards again, a new one may hold the change
+            watched.seen = totals[watch]
+        await asyncio.gather(*(self._ring(w, x, totals[w], limit) for w, x in watches if w in totals))
+
+    async def _ring(self, watch: Watch, watched: _Watched, total: tuple[int, int], limit: asyncio.Semaphore) -> None:
+        """Wake the waiters the events can serve: every page waiter; a claim waiter per
+        available event (or per lease out, once one ended): the others would only lose."""
+        available, leased = total
+        wake = available
+        if watch.claims and available <= 0 and leased > 0:
+            try:
+                async with limit:
+                    wake = leased if await self._reads.lease_ended(watch.partition) else 0
+            except Exception as exc:  # noqa: BLE001 - this watch waits for the next poll
+                log.warning("long_poll_read_failed", error=type(exc).__name__)
+                return
+        if wake <= 0:
+            return
+        waiting = [bell for bell in watched.waiters if not bell.done()]
+        for bell in waiting if not watch.claims else waiting[:wake]:
+            bell.set_result(None)
 
     async def _find(self, watch: Watch, watched: _Watched, limit: asyncio.Semaphore) -> tuple[int, int]:
         async with limit:
             items = await self._reads.shards(watch.counter)
         watched.shards, watched.found_at = frozenset(i.shard_index.N for i in items), time.monotonic()
-        return sum(i.available for i in items), sum(i.leased for i in items)
+        watched.seen = sum(i.available for i in items), sum(i.leased for i in items)
+        return watched.seen
 
 
 def _sums(items: list[ShardItem]) -> dict[str, tuple[int, int]]:

@@ -1020,7 +1020,13 @@ def send(  # noqa: PLR0917 - click passes each option as a parameter
 @click.option("--type", "event_type", help="Only events of this type.")
 @click.option("--ack", is_flag=True, help="Acknowledge each event once printed.")
 @click.option("--count", type=click.IntRange(1), help="Stop after this many events (default: follow until Ctrl-C).")
-@click.option("--interval", type=click.FloatRange(0.05), default=0.5, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.05),
+    default=0.5,
+    show_default=True,
+    help="Seconds between passes while printed events stay unacknowledged (an empty inbox is long-polled).",
+)
 @_key_options
 @click.option("--inbox-url", help="Default: TRIGGERS_HOST and TRIGGERS_INBOX_PORT.")
 def tail(  # noqa: PLR0917 - click passes each option as a parameter
@@ -1034,8 +1040,9 @@ def tail(  # noqa: PLR0917 - click passes each option as a parameter
 ) -> None:
     """Follow the inbox: print undelivered events as they arrive, one JSON line each.
 
-    Starts with what is undelivered now; each event is printed once. Polls every --interval
-    (the inbox has no long poll yet). Ctrl-C stops it (exit 0).
+    Starts with what is undelivered now; each event is printed once. While the inbox is
+    empty it waits on the inbox for the next event (long polling: printed as soon as it is
+    stored, settled); otherwise it reads again every --interval. Ctrl-C stops it (exit 0).
     """
     from shared.ops.devtools import tail as follow
 

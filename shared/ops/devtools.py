@@ -29,6 +29,7 @@ from triggers_client import AsyncTriggersClient, Event
 
 BATCH_EVENTS = 500  # POST /events/batch takes at most this many (ingest_api/schemas.py)
 PAGE_EVENTS = 100  # an inbox page, and POST /inbox/ack's most ids (inbox_api/schemas.py)
+TAIL_WAIT_S = 20  # how long an empty inbox's page waits for an event (the contract's longest)
 TEMPORARY_KEY_NAME = "triggers-cli (temporary)"
 
 
@@ -88,11 +89,16 @@ async def tail(
     """Print undelivered events as they arrive: forever, or until ``count`` are printed (and
     acknowledged, with ``ack``). How many it printed."""
     printed: set[str] = set()
+    wait_s = 0
     while True:
-        await _sweep(client, emit, printed, event_type=event_type, ack=ack, count=count)
+        empty = await _sweep(client, emit, printed, event_type=event_type, ack=ack, count=count, wait_s=wait_s)
         if count is not None and len(printed) >= count:
             return len(printed)
-        await asyncio.sleep(interval_s)
+        # An empty inbox: the next sweep's first page waits for an event (long polling). Events
+        # printed but not acknowledged keep the inbox non-empty: then a pause between sweeps.
+        wait_s = TAIL_WAIT_S if empty else 0
+        if not empty:
+            await asyncio.sleep(interval_s)
 
 
 async def _sweep(
@@ -103,10 +109,16 @@ async def _sweep(
     event_type: str | None,
     ack: bool,
     count: int | None,
-) -> None:
+    wait_s: int,
+) -> bool:
+    """One pass over the inbox; whether it was empty."""
     cursor = None
+    first = True
     while count is None or len(printed) < count:
-        page = await client.inbox_page(limit=PAGE_EVENTS, cursor=cursor, event_type=event_type)
+        page = await client.inbox_page(limit=PAGE_EVENTS, cursor=cursor, event_type=event_type, wait_s=wait_s)
+        if first and not page.events and not page.has_more:
+            return True
+        first, wait_s = False, 0
         new = [event for event in page.events if event.event_id not in printed]
         if count is not None:
             new = new[: count - len(printed)]
@@ -119,8 +131,9 @@ async def _sweep(
         # show the event (the inbox indexes are eventually consistent).
         printed.update(event.event_id for event in new)
         if not page.has_more or page.next_cursor is None:
-            return
+            return False
         cursor = page.next_cursor
+    return False
 
 
 @contextlib.asynccontextmanager

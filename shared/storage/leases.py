@@ -237,8 +237,8 @@ def failed_query(
     values: dict[str, Any] = {":hk": {"S": held_pk(partition, True)}, ":settled": {"S": settled}}
     if after is None:
         positions = "held_pos <= :settled"
-    elif descending:
-        positions, values[":after"] = "held_pos < :after", {"S": after}
+    elif descending:  # below a position handed out: settled already
+        positions, values = "held_pos < :after", {":hk": values[":hk"], ":after": {"S": after}}
     else:
         positions, values[":after"] = "held_pos BETWEEN :after AND :settled", {"S": after + " "}
     return {

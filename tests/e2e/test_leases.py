@@ -154,3 +154,30 @@ def test_an_acknowledgement_by_id_settles_a_leased_event_and_its_token_then_ackn
     answer = call(http, inbox, api_key, "/inbox/nack", {"lease_tokens": [token]})
     assert answer["refused"] == [{"lease_token": token, "reason": "lease_ended"}]
     assert consumer_counts(http, inbox, api_key) == (0, 0, 0)
+
+
+def test_the_failed_list_pages_both_ways_with_its_own_cursors(
+    http: httpx.Client, ingest: Service, inbox: Service, api_key: ApiKey
+) -> None:
+    made = post(http, inbox, api_key, "/consumers", {"name": "once", "start": "earliest", "max_deliveries": 1})
+    assert made.status_code == 201, made.text
+    sent = {send(http, ingest, api_key, n) for n in range(3)}
+    assert wait_until(lambda: consumer_counts(http, inbox, api_key, "once")[0] == 3)
+    tokens = [e["lease_token"] for e in claim(http, inbox, api_key, consumer="once", limit=3, lease_s=60)["events"]]
+    call(http, inbox, api_key, "/inbox/nack", {"lease_tokens": tokens}, consumer="once")
+    assert consumer_counts(http, inbox, api_key, "once") == (0, 0, 3)
+    for order in ("asc", "desc"):
+        seen, cursor = [], None
+        while True:
+            params = {"consumer": "once", "limit": "1", "order": order, **({"cursor": cursor} if cursor else {})}
+            page = http.get(f"{inbox.url}/inbox/failed", params=params, headers=api_key.headers)
+            assert page.status_code == 200, page.text
+            seen += [e["event_id"] for e in page.json()["events"]]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(sent), (order, seen)  # each once, none missed
+    # An inbox cursor is not a failed-list cursor (the default consumer has the 3 events too).
+    inbox_cursor = http.get(f"{inbox.url}/inbox", params={"limit": "1"}, headers=api_key.headers).json()["next_cursor"]
+    refused = http.get(f"{inbox.url}/inbox/failed", params={"cursor": inbox_cursor}, headers=api_key.headers)
+    assert (refused.status_code, refused.json()["error_code"]) == (400, "INVALID_CURSOR")

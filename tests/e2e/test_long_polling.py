@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from shared.local import processes
-from tests.conftest import ApiKey, Service, Stack, start_service
+from tests.conftest import ApiKey, Service, Stack, start_service, wait_until
 from tests.e2e.leasing import claim, send
 
 pytestmark = pytest.mark.usefixtures("writer")
@@ -122,3 +122,14 @@ def test_waiting_requests_are_capped_per_key_and_a_client_that_leaves_frees_its_
             assert admitted.status_code == 200, admitted.text
     finally:
         processes.stop([capped.process])
+
+
+def test_a_waiting_claim_answers_when_a_lease_ends(ingest: Service, inbox: Service, api_key: ApiKey) -> None:
+    with httpx.Client(timeout=WAIT_S + 10) as http:
+        event_id = send(http, ingest, api_key, 3)
+        assert wait_until(lambda: claim(http, inbox, api_key, limit=1, lease_s=2)["events"])  # leased for 2 s
+        started = time.monotonic()
+        answer = claim(http, inbox, api_key, limit=1, wait_s=WAIT_S)
+        took = time.monotonic() - started
+    assert [(e["event_id"], e["deliveries"]) for e in answer["events"]] == [(event_id, 2)]
+    assert took < WAIT_S - 5, took  # woken by the lease's end, not by its deadline

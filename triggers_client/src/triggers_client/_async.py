@@ -91,8 +91,11 @@ class AsyncTriggersClient:
         event_type: str | None = None,
         order: Order = "asc",
         consumer: str | None = None,
+        wait_s: int = 0,
     ) -> InboxPage:
-        return await self._run(self._calls.inbox_page(limit, cursor, event_type, order, consumer))
+        """One page; with ``wait_s`` (up to 20) and nothing to show, the answer waits that long
+        for an event (long polling)."""
+        return await self._run(self._calls.inbox_page(limit, cursor, event_type, order, consumer, wait_s))
 
     async def iter_pages(
         self, *, limit: int = 50, event_type: str | None = None, order: Order = "asc", consumer: str | None = None

@@ -162,15 +162,25 @@ class Calls:
         ok = frozenset({202, 207})
         return Call("POST", f"{self.ingest}/events/batch", ok, _DECODE_BATCHRESULT, body, None, _json_headers())
 
-    def inbox_page(
-        self, limit: int, cursor: str | None, event_type: str | None, order: Order, consumer: str | None = None
+    def inbox_page(  # noqa: PLR0917 - the page's query, one parameter each
+        self,
+        limit: int,
+        cursor: str | None,
+        event_type: str | None,
+        order: Order,
+        consumer: str | None = None,
+        wait_s: int = 0,
     ) -> Call[InboxPage]:
         params: dict[str, str | int] = {"limit": limit, "order": order, **_consumer(consumer)}
+        if wait_s:  # left out otherwise: the request is what it was before long polling
+            params["wait_s"] = wait_s
         if cursor is not None:
             params["cursor"] = cursor
         if event_type is not None:
             params["event_type"] = event_type
-        return Call("GET", f"{self.inbox}/inbox", frozenset({200}), _DECODE_INBOXPAGE, None, params, _request_id())
+        timeout = (wait_s + _WAIT_SLACK_S) if wait_s else None
+        url = f"{self.inbox}/inbox"
+        return Call("GET", url, frozenset({200}), _DECODE_INBOXPAGE, None, params, _request_id(), timeout)
 
     def get(self, event_id: str, consumer: str | None = None) -> Call[Event]:
         url, params = self._event_url(event_id), _consumer(consumer)

@@ -87,8 +87,11 @@ class TriggersClient:
         event_type: str | None = None,
         order: Order = "asc",
         consumer: str | None = None,
+        wait_s: int = 0,
     ) -> InboxPage:
-        return self._run(self._calls.inbox_page(limit, cursor, event_type, order, consumer))
+        """One page; with ``wait_s`` (up to 20) and nothing to show, the answer waits that long
+        for an event (long polling)."""
+        return self._run(self._calls.inbox_page(limit, cursor, event_type, order, consumer, wait_s))
 
     def iter_pages(
         self, *, limit: int = 50, event_type: str | None = None, order: Order = "asc", consumer: str | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from triggers_client._async import AsyncTriggersClient
@@ -46,6 +46,7 @@ class WorkSummary:
     failed: int = 0  # the handler raised: nacked
     lost: int = 0  # handled, but the lease had been lost (claimed again elsewhere) before the ack
     given_back: int = 0  # claimed, not handled before the stop: nacked with no delay
+    unsettled: int = 0  # its ack or nack failed (after the client's retries): back when its lease ends
 
 
 @dataclass(slots=True)
@@ -79,7 +80,13 @@ def work(
     stop = stop or threading.Event()
     summary = WorkSummary()
     while not stop.is_set():
-        events = client.claim(limit=limit, lease_s=lease_s, wait_s=wait_s, consumer=consumer).events
+        try:
+            events = client.claim(limit=limit, lease_s=lease_s, wait_s=wait_s, consumer=consumer).events
+        except TriggersError as exc:  # an outage, a 429: wait, and claim again
+            if not exc.retryable:
+                raise
+            stop.wait(_IDLE_S)
+            continue
         if not events and not wait_s:  # no long poll: a pause, not a tight loop of claims
             stop.wait(_IDLE_S)
         claimed = _Claimed({e.event_id: e for e in events})
@@ -112,13 +119,25 @@ def _handle(
     try:
         handler(event)
     except Exception:  # noqa: BLE001 - any failure of the handler is the event's: it is nacked
-        client.nack([event], delay_s=backoff.delay_s(event.deliveries), consumer=consumer)
         summary.failed += 1
+        with _unsettled(summary):
+            client.nack([event], delay_s=backoff.delay_s(event.deliveries), consumer=consumer)
         return
-    if client.ack_claimed([event], consumer=consumer).refused:
-        summary.lost += 1
-    else:
-        summary.handled += 1
+    with _unsettled(summary):
+        if client.ack_claimed([event], consumer=consumer).refused:
+            summary.lost += 1
+        else:
+            summary.handled += 1
+
+
+@contextlib.contextmanager
+def _unsettled(summary: WorkSummary) -> Iterator[None]:
+    """An ack or nack that failed after the client's retries: its event comes back when its
+    lease ends (handled again then), which is no reason to stop working."""
+    try:
+        yield
+    except TriggersError:
+        summary.unsettled += 1
 
 
 def _keep(client: TriggersClient, claimed: _Claimed, lease_s: int, consumer: str | None, done: threading.Event) -> None:
@@ -126,7 +145,7 @@ def _keep(client: TriggersClient, claimed: _Claimed, lease_s: int, consumer: str
         if tokens := claimed.tokens():
             try:
                 client.extend(tokens, lease_s=lease_s, consumer=consumer)
-            except TriggersError:  # the next round tries again; a lease lost shows at the ack
+            except Exception:  # noqa: BLE001, S112 - the next round tries again; a lease lost shows at the ack
                 continue
 
 
@@ -145,7 +164,14 @@ async def awork(
     stop = stop or asyncio.Event()
     summary = WorkSummary()
     while not stop.is_set():
-        events = (await client.claim(limit=limit, lease_s=lease_s, wait_s=wait_s, consumer=consumer)).events
+        try:
+            events = (await client.claim(limit=limit, lease_s=lease_s, wait_s=wait_s, consumer=consumer)).events
+        except TriggersError as exc:  # an outage, a 429: wait, and claim again
+            if not exc.retryable:
+                raise
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _IDLE_S)
+            continue
         if not events and not wait_s:  # no long poll: a pause, not a tight loop of claims
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _IDLE_S)
@@ -159,6 +185,8 @@ async def awork(
                 claimed.settle(event)
         finally:
             keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             if left := claimed.tokens():
                 summary.given_back += len((await client.nack(left, consumer=consumer)).nacked)
     return summary
@@ -176,13 +204,15 @@ async def _ahandle(
     try:
         await handler(event)
     except Exception:  # noqa: BLE001 - any failure of the handler is the event's: it is nacked
-        await client.nack([event], delay_s=backoff.delay_s(event.deliveries), consumer=consumer)
         summary.failed += 1
+        with _unsettled(summary):
+            await client.nack([event], delay_s=backoff.delay_s(event.deliveries), consumer=consumer)
         return
-    if (await client.ack_claimed([event], consumer=consumer)).refused:
-        summary.lost += 1
-    else:
-        summary.handled += 1
+    with _unsettled(summary):
+        if (await client.ack_claimed([event], consumer=consumer)).refused:
+            summary.lost += 1
+        else:
+            summary.handled += 1
 
 
 async def _akeep(client: AsyncTriggersClient, claimed: _Claimed, lease_s: int, consumer: str | None) -> None:
@@ -191,5 +221,5 @@ async def _akeep(client: AsyncTriggersClient, claimed: _Claimed, lease_s: int, c
         if tokens := claimed.tokens():
             try:
                 await client.extend(tokens, lease_s=lease_s, consumer=consumer)
-            except TriggersError:  # the next round tries again; a lease lost shows at the ack
+            except Exception:  # noqa: BLE001, S112 - the next round tries again; a lease lost shows at the ack
                 continue
