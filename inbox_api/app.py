@@ -284,27 +284,30 @@ async def ack_many(request: Request[Any, Any, Any], key: KeyRecord) -> AckOut:
     name = consumer_name(request)
     body = await _body(request, _ack_decoder)
     ids = list(dict.fromkeys(body.event_ids or ()))  # the same id twice is acknowledged once
-    tokens = list(dict.fromkeys(body.lease_tokens or ()))
-    if not ids and not tokens:  # the schema's minProperties: 1
+    if not ids and not body.lease_tokens:  # the schema's minProperties: 1
         raise ValidationError("Invalid request body.", [ErrorDetail("$", "Give event_ids, lease_tokens or both.")])
     partition = await partition_of(request, key, name)
     acks = _context(request).acks
     outcomes = await acks.ack(partition, [i for i in ids if is_event_id(i)], key.account_id) if ids else {}
     found = {i for i, outcome in outcomes.items() if outcome is not AckOutcome.NOT_FOUND}
     acknowledged = [i for i in ids if i in found]
-    leases, refused = _leases(_context(request).tokens, partition, tokens)
-    if leases:
-        by_token = await acks.ack_leases(partition, {event_id: lease for event_id, lease in leases.values()})
-        for token, (event_id, _) in leases.items():
-            outcome = by_token[event_id]
-            if outcome in (AckOutcome.ACKNOWLEDGED, AckOutcome.ALREADY_DELIVERED):
-                acknowledged.append(event_id)
-            else:
-                reason = LeaseRefusal.LEASE_LOST if outcome is AckOutcome.LEASE_LOST else LeaseRefusal.NOT_FOUND
-                refused.append(TokenRefused(token, reason.value))
+    refused: list[TokenRefused] | msgspec.UnsetType = msgspec.UNSET  # present only when tokens were given
+    if body.lease_tokens:
+        batch = _TokenBatch(_context(request).tokens, partition, body.lease_tokens)
+        by_event = await acks.ack_leases(partition, batch.wanted) if batch.wanted else {}
+        acknowledged += batch.settle({event_id: _ACK_REFUSALS[o] for event_id, o in by_event.items()})
+        refused = batch.refused()
     not_found = [i for i in ids if i not in found]
-    answer = _in_order(tokens, refused) if tokens else msgspec.UNSET
-    return AckOut(list(dict.fromkeys(acknowledged)), not_found, answer)
+    return AckOut(list(dict.fromkeys(acknowledged)), not_found, refused)
+
+
+# What acknowledging by token answers for each lease (None: acknowledged).
+_ACK_REFUSALS: dict[AckOutcome, LeaseRefusal | None] = {
+    AckOutcome.ACKNOWLEDGED: None,
+    AckOutcome.ALREADY_DELIVERED: None,
+    AckOutcome.LEASE_LOST: LeaseRefusal.LEASE_LOST,
+    AckOutcome.NOT_FOUND: LeaseRefusal.NOT_FOUND,
+}
 
 
 async def claim(request: Request[Any, Any, Any], key: KeyRecord) -> ClaimOut:
@@ -334,12 +337,11 @@ async def nack(request: Request[Any, Any, Any], key: KeyRecord) -> NackOut:
     body = await _body(request, _nack_decoder)
     context = _context(request)
     target = await target_of(request, key, name)
-    tokens = list(dict.fromkeys(body.lease_tokens))
-    leases, refused = _leases(context.tokens, target.partition, tokens)
-    wanted = {event_id: lease for event_id, lease in leases.values()}
-    answers = await context.leaser.nack(target.partition, wanted, body.delay_s, target.max_deliveries) if wanted else {}
-    nacked = _settled(leases, answers, refused)
-    return NackOut(nacked, _in_order(tokens, refused))
+    batch = _TokenBatch(context.tokens, target.partition, body.lease_tokens)
+    answers = {}
+    if batch.wanted:
+        answers = await context.leaser.nack(target.partition, batch.wanted, body.delay_s, target.max_deliveries)
+    return NackOut(batch.settle(answers), batch.refused())
 
 
 async def extend(request: Request[Any, Any, Any], key: KeyRecord) -> ExtendOut:
@@ -347,12 +349,9 @@ async def extend(request: Request[Any, Any, Any], key: KeyRecord) -> ExtendOut:
     body = await _body(request, _extend_decoder)
     context = _context(request)
     partition = await partition_of(request, key, name)
-    tokens = list(dict.fromkeys(body.lease_tokens))
-    leases, refused = _leases(context.tokens, partition, tokens)
-    wanted = {event_id: lease for event_id, lease in leases.values()}
-    answers, until_us = await context.leaser.extend(partition, wanted, body.lease_s)
-    extended = _settled(leases, answers, refused)
-    return ExtendOut(extended, rfc3339(until_us), _in_order(tokens, refused))
+    batch = _TokenBatch(context.tokens, partition, body.lease_tokens)
+    answers, until_us = await context.leaser.extend(partition, batch.wanted, body.lease_s)
+    return ExtendOut(batch.settle(answers), rfc3339(until_us), batch.refused())
 
 
 async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[_B]) -> _B:
@@ -363,42 +362,40 @@ async def _body(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[_
     return decode_unique_json(decoder, raw)
 
 
-def _leases(
-    codec: LeaseTokens, partition: str, tokens: list[str]
-) -> tuple[dict[str, tuple[str, str]], list[TokenRefused]]:
-    """The tokens that are genuine and this consumer's (token -> (event id, lease id)), and the
-    others refused. Two tokens of one event: the first decides, the other is not its lease."""
-    leases: dict[str, tuple[str, str]] = {}
-    refused: list[TokenRefused] = []
-    events: dict[str, str] = {}
-    for token in tokens:
-        state = codec.decode(token, partition)
-        if isinstance(state, TokenRefusal):
-            refused.append(TokenRefused(token, state.value))
-        elif events.setdefault(state.event_id, state.lease_id) != state.lease_id:
-            refused.append(TokenRefused(token, LeaseRefusal.LEASE_LOST.value))
-        else:
-            leases[token] = (state.event_id, state.lease_id)
-    return leases, refused
+class _TokenBatch:
+    """One call's lease tokens: those genuine and this consumer's become leases to move
+    (``wanted``: event id -> lease id), the others refusals. The same token twice counts once;
+    two tokens of one event: the first decides, the other is not its lease."""
 
+    def __init__(self, codec: LeaseTokens, partition: str, tokens: list[str]) -> None:
+        self._tokens = list(dict.fromkeys(tokens))
+        self.wanted: dict[str, str] = {}
+        self._held: dict[str, tuple[str, str]] = {}  # token -> (event id, lease id)
+        self._refused: list[TokenRefused] = []
+        for token in self._tokens:
+            state = codec.decode(token, partition)
+            if isinstance(state, TokenRefusal):
+                self._refused.append(TokenRefused(token, state.value))
+            elif self.wanted.setdefault(state.event_id, state.lease_id) != state.lease_id:
+                self._refused.append(TokenRefused(token, LeaseRefusal.LEASE_LOST.value))
+            else:
+                self._held[token] = (state.event_id, state.lease_id)
 
-def _settled(
-    leases: dict[str, tuple[str, str]], answers: dict[str, LeaseRefusal | None], refused: list[TokenRefused]
-) -> list[str]:
-    """The events whose move was made; the refusals of the others join ``refused``."""
-    done: list[str] = []
-    for token, (event_id, _) in leases.items():
-        refusal = answers.get(event_id, LeaseRefusal.NOT_FOUND)
-        if refusal is None:
-            done.append(event_id)
-        else:
-            refused.append(TokenRefused(token, refusal.value))
-    return list(dict.fromkeys(done))
+    def settle(self, answers: dict[str, LeaseRefusal | None]) -> list[str]:
+        """The events whose move was made (None in ``answers``); the others' refusals are kept."""
+        done: list[str] = []
+        for token, (event_id, _) in self._held.items():
+            refusal = answers.get(event_id, LeaseRefusal.NOT_FOUND)
+            if refusal is None:
+                done.append(event_id)
+            else:
+                self._refused.append(TokenRefused(token, refusal.value))
+        return list(dict.fromkeys(done))
 
-
-def _in_order(tokens: list[str], refused: list[TokenRefused]) -> list[TokenRefused]:
-    place = {t: n for n, t in enumerate(tokens)}
-    return sorted(refused, key=lambda r: place.get(r.lease_token, 0))
+    def refused(self) -> list[TokenRefused]:
+        """Every refusal, in the order the tokens came."""
+        place = {t: n for n, t in enumerate(self._tokens)}
+        return sorted(self._refused, key=lambda r: place[r.lease_token])
 
 
 # Every route of the group needs a key with the inbox scope and costs one token.

@@ -69,7 +69,7 @@ def _context(request: Request[Any, Any, Any]) -> _Context:
 CONSUMER_PARAMETER = Parameter(
     "consumer",
     "query",
-    {"type": "string", "pattern": CONSUMER_NAME, "default": DEFAULT},
+    {"type": "string", "pattern": CONSUMER_NAME, "maxLength": consumers.MAX_NAME_CHARS, "default": DEFAULT},
     "The consumer whose events these are (GET /consumers). Unknown: 404.",
 )
 
@@ -258,7 +258,6 @@ _PATTERN_REFUSAL = Refusal(
 )
 _CREATE_REFUSALS = (
     Refusal("VALIDATION_ERROR", "$.name", "The name is 'default' (every account's own consumer).", "$.name"),
-    Refusal("VALIDATION_ERROR", "$.name", "The name is made of dots only ('.', '..': path steps).", "$.name"),
     _PATTERN_REFUSAL,
     Refusal(
         "VALIDATION_ERROR", "$.start", "The time does not exist (month 13), is before 1970 or after 9999.", "$.start"

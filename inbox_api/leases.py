@@ -33,7 +33,7 @@ from inbox_api.store import InboxStore, wall_clock_us
 from shared.aws.dynamodb import LeanDynamoDB
 from shared.settings import Settings
 from shared.storage.counters import ShardChooser, counter_moves
-from shared.storage.events import PageItem, StoredEvent, event_key
+from shared.storage.events import EventItem, StoredEvent, event_key
 from shared.storage.layout import TRANSACTION_MAX_ITEMS
 from shared.storage.leases import (
     HELD_PROJECTION,
@@ -106,7 +106,7 @@ class Leaser:
         ended = await self._ended(partition, now)
         again = [h for h in ended if h.times < max_deliveries][:limit]
         moves = [self._fail(partition, h, now, ended=True) for h in ended if h.times >= max_deliveries]
-        moves += [self._lease(partition, h.as_page_item(), lease_id, until, h) for h in again]
+        moves += [self._lease(partition, h, lease_id, until, ended=h) for h in again]
         claimed = _claimed(moves, await self._apply(partition, moves))
         tried = {h.id for h in ended}
         for _ in range(CLAIM_PASSES):
@@ -214,13 +214,14 @@ class Leaser:
 
     # Moves
 
-    def _lease(self, partition: str, item: PageItem, lease_id: str, until: int, ended: HeldItem | None = None) -> _Move:
+    def _lease(
+        self, partition: str, item: EventItem, lease_id: str, until: int, *, ended: HeldItem | None = None
+    ) -> _Move:
         update = claim_update(self._events, partition, item, lease_id, until, expired=ended)
-        times = ended.times if ended is not None else (item.deliveries.N if item.deliveries is not None else 0)
-        claimed = Claimed(item.event(), times + 1, lease_id, until)
+        claimed = Claimed(item.event(), item.times + 1, lease_id, until)
         if ended is not None:  # leased again: it stays in flight
-            return _Move(item.event_id.S, item.event_type.S, update, claimed=claimed)
-        return _Move(item.event_id.S, item.event_type.S, update, -1, 1, claimed=claimed)
+            return _Move(item.id, item.type, update, claimed=claimed)
+        return _Move(item.id, item.type, update, -1, 1, claimed=claimed)
 
     def _fail(self, partition: str, held: HeldItem, now: int, *, ended: bool) -> _Move:
         return _Move(held.id, held.type, fail_update(self._events, partition, held, now, ended=ended), 0, -1, 1)

@@ -15,6 +15,7 @@ from shared.storage.consumers import (
     MAX_DELIVERIES_LIMIT,
     MAX_EVENT_TYPE_CHARS,
     MAX_EVENT_TYPES,
+    MAX_NAME_CHARS,
     NAME_PATTERN,
 )
 from shared.storage.leases import HeldItem
@@ -107,13 +108,7 @@ class ClaimIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         _integers(self, *self.whole_numbers)
 
 
-class ClaimedEventOut(msgspec.Struct, frozen=True):
-    event_id: str
-    event_type: str
-    payload: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object"})]
-    received_at: str
-    delivered: bool
-    delivered_at: str | None
+class ClaimedEventOut(EventOut, frozen=True):
     deliveries: int  # how often it was claimed, this claim included
     lease_token: str
     lease_expires_at: str
@@ -157,13 +152,7 @@ class ExtendOut(msgspec.Struct, frozen=True):
     refused: list[TokenRefused]
 
 
-class FailedEventOut(msgspec.Struct, frozen=True):
-    event_id: str
-    event_type: str
-    payload: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema={"type": "object"})]
-    received_at: str
-    delivered: bool
-    delivered_at: str | None
+class FailedEventOut(EventOut, frozen=True):
     deliveries: int
 
 
@@ -185,7 +174,7 @@ MaxDeliveries = _whole(1, MAX_DELIVERIES_LIMIT)
 class ConsumerIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """POST /consumers. ``event_types`` left out or null: every type."""
 
-    name: Annotated[str, msgspec.Meta(pattern=CONSUMER_NAME)]
+    name: Annotated[str, msgspec.Meta(pattern=CONSUMER_NAME, max_length=MAX_NAME_CHARS)]
     event_types: EventTypes | None = None
     start: Annotated[str, msgspec.Meta(pattern=START_PATTERN)] = "now"
     max_deliveries: MaxDeliveries = DEFAULT_MAX_DELIVERIES  # type: ignore[valid-type]  # an int once decoded
@@ -232,42 +221,21 @@ class ConsumerList(msgspec.Struct, frozen=True):
 
 
 def event_out(event: StoredEvent) -> EventOut:
-    return EventOut(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        payload=event.payload,
-        received_at=rfc3339(event.received_at_us),
-        delivered=event.delivered,
-        delivered_at=rfc3339(event.delivered_at_us) if event.delivered_at_us is not None else None,
-    )
+    return EventOut(*_event_fields(event))
 
 
 def claimed_out(claimed: Claimed, token: str) -> ClaimedEventOut:
-    event = claimed.event
-    return ClaimedEventOut(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        payload=event.payload,
-        received_at=rfc3339(event.received_at_us),
-        delivered=False,
-        delivered_at=None,
-        deliveries=claimed.deliveries,
-        lease_token=token,
-        lease_expires_at=rfc3339(claimed.until_us),
-    )
+    return ClaimedEventOut(*_event_fields(claimed.event), claimed.deliveries, token, rfc3339(claimed.until_us))
 
 
 def failed_out(held: HeldItem) -> FailedEventOut:
-    event = held.event()
-    return FailedEventOut(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        payload=event.payload,
-        received_at=rfc3339(event.received_at_us),
-        delivered=False,
-        delivered_at=None,
-        deliveries=held.times,
-    )
+    return FailedEventOut(*_event_fields(held.event()), held.times)
+
+
+def _event_fields(event: StoredEvent) -> tuple[str, str, msgspec.Raw, str, bool, str | None]:
+    """``EventOut``'s fields, in order: what every answer says of an event."""
+    delivered_at = rfc3339(event.delivered_at_us) if event.delivered_at_us is not None else None
+    return event.event_id, event.event_type, event.payload, rfc3339(event.received_at_us), event.delivered, delivered_at
 
 
 # Examples of each body, for the OpenAPI document (the route declarations in inbox_api/app.py).

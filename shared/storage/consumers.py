@@ -35,7 +35,11 @@ from typing import Any
 from shared.storage.layout import JOBS_INDEX, consumer_partition
 
 DEFAULT = "default"  # every account's implicit consumer: today's inbox, never stored
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# The contract's ``[A-Za-z0-9_.-]{1,64}``, less the names made of dots only: ``.`` and ``..``
+# are path steps that HTTP clients rewrite, so no URL could name such a consumer. Leading dots,
+# then one other character: one way to match, so a long hostile name costs linear time.
+NAME_PATTERN = re.compile(r"\.*[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+MAX_NAME_CHARS = 64
 MAX_EVENT_TYPES = 50  # patterns in one consumer's filter
 MAX_EVENT_TYPE_CHARS = 255
 PREFIX_SUFFIX = ".*"
@@ -68,9 +72,8 @@ def start_of_now(now_us: int) -> int:
 
 
 def valid_name(name: str) -> bool:
-    """The contract's pattern, less the names made of dots only: ``.`` and ``..`` are path
-    steps that HTTP clients rewrite, so no URL could name such a consumer."""
-    return NAME_PATTERN.fullmatch(name) is not None and name.strip(".") != ""
+    """``NAME_PATTERN``, at most ``MAX_NAME_CHARS``."""
+    return len(name) <= MAX_NAME_CHARS and NAME_PATTERN.fullmatch(name) is not None
 
 
 def pattern_problem(pattern: str) -> str | None:

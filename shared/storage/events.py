@@ -207,20 +207,41 @@ class StoredEvent(msgspec.Struct, frozen=True, gc=False):  # gc=False: no field 
 
 # The items the hot reads get back, typed so msgspec decodes them straight from the wire.
 # Attributes a Struct does not name (index keys, request_id, expires_at) are skipped.
-class PageItem(msgspec.Struct, frozen=True, gc=False):
+class EventItem(msgspec.Struct, frozen=True, gc=False):
+    """What every read of an event gets back for its consumer (a page's, the held index's)."""
+
     event_id: StringValue
     event_type: StringValue
     payload: StringValue
     received_at_us: NumberValue
+    deliveries: NumberValue | None = None  # how often claimed (shared.storage.leases)
+
+    @property
+    def id(self) -> str:
+        return self.event_id.S
+
+    @property
+    def type(self) -> str:
+        return self.event_type.S
+
+    @property
+    def times(self) -> int:
+        return self.deliveries.N if self.deliveries is not None else 0
+
+    def event(self) -> StoredEvent:
+        """As an undelivered event (what a page item without delivery attributes is)."""
+        return StoredEvent(self.id, self.type, msgspec.Raw(self.payload.S.encode()), self.received_at_us.N, False, None)
+
+
+class PageItem(EventItem, frozen=True, gc=False):
     delivered: BoolValue | None = None
     delivered_at_us: NumberValue | None = None
     inbox_pos: StringValue | None = None
-    deliveries: NumberValue | None = None  # how often claimed (shared.storage.leases)
 
     def event(self) -> StoredEvent:
         return StoredEvent(
-            self.event_id.S,
-            self.event_type.S,
+            self.id,
+            self.type,
             msgspec.Raw(self.payload.S.encode()),
             self.received_at_us.N,
             self.delivered is not None and self.delivered.BOOL,

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from shared.storage.attributes import NumberValue, StringValue
-from shared.storage.events import PageItem, StoredEvent, event_key
+from shared.storage.events import EventItem, event_key
 from shared.storage.layout import (
     HELD_INDEX,
     POSITION_STAMP_DIGITS,
@@ -46,13 +46,13 @@ def _pos(stamp_us: int, event_id: str) -> dict[str, str]:
 
 
 def claim_update(
-    table: str, partition: str, event: PageItem, lease_id: str, until_us: int, *, expired: HeldItem | None = None
+    table: str, partition: str, event: EventItem, lease_id: str, until_us: int, *, expired: HeldItem | None = None
 ) -> dict[str, Any]:
     """Lease an event: an available one (``event`` as a page read it), on condition that it is
-    still available and claimed as often as read; or one whose lease ended (``expired``), on
-    condition that it still holds that lease."""
-    event_id = event.event_id.S
-    seen = expired.times if expired is not None else (event.deliveries.N if event.deliveries is not None else 0)
+    still available and claimed as often as read; or one whose lease ended (``expired``, the
+    same event as the held index read it), on condition that it still holds that lease."""
+    event_id = event.id
+    seen = event.times
     values: dict[str, Any] = {
         ":hk": {"S": held_pk(partition, False)},
         ":hp": _pos(until_us, event_id),
@@ -153,26 +153,13 @@ def _update(
 # Reading
 
 
-class HeldItem(msgspec.Struct, frozen=True, gc=False):
+class HeldItem(EventItem, frozen=True, gc=False):
     """What a read of the ``held`` index (and a claim's answer) needs of a leased or failed event."""
 
-    event_id: StringValue
-    event_type: StringValue
-    payload: StringValue
-    received_at_us: NumberValue
     held_pk: StringValue | None = None
     held_pos: StringValue | None = None
     lease_id: StringValue | None = None
     lease_until_us: NumberValue | None = None
-    deliveries: NumberValue | None = None
-
-    @property
-    def id(self) -> str:
-        return self.event_id.S
-
-    @property
-    def type(self) -> str:
-        return self.event_type.S
 
     @property
     def lease(self) -> str:
@@ -183,24 +170,12 @@ class HeldItem(msgspec.Struct, frozen=True, gc=False):
         return self.lease_until_us.N if self.lease_until_us is not None else 0
 
     @property
-    def times(self) -> int:
-        return self.deliveries.N if self.deliveries is not None else 0
-
-    @property
     def pos(self) -> str:
         return self.held_pos.S if self.held_pos is not None else ""
 
     def leased_in(self, partition: str) -> bool:
         """Is it (as read) under a lease of that partition, or waiting out a nack's delay?"""
         return self.held_pk is not None and held_pk(partition, False) == self.held_pk.S
-
-    def event(self) -> StoredEvent:
-        return StoredEvent(
-            self.id, self.type, msgspec.Raw(self.payload.S.encode()), self.received_at_us.N, False, None, None
-        )
-
-    def as_page_item(self) -> PageItem:
-        return PageItem(self.event_id, self.event_type, self.payload, self.received_at_us, deliveries=self.deliveries)
 
 
 class HeldAnswer(msgspec.Struct, frozen=True):
